@@ -1,0 +1,97 @@
+# gelan.c build. Sources are found by folder, so adding a file needs no edit here:
+#   tensor/ autograd/ nn/ optim/ train/  -> build/libgelan.a
+#   infer/ (+ the BLAS-free parts of tensor/) -> build/libgelaninfer.a
+#   cli/*.c                              -> build/gelan
+#   infer/cli/*.c                        -> build/gelan-infer
+#   tests/test_*.c (one CUnit suite each) -> build/test_runner
+#   bench/*.c (one program each)         -> build/bench_*
+CC      ?= cc
+ARCH    ?= -march=native
+OPT     ?= -O3
+CFLAGS  ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -g -Wall -Wextra -Werror -I. -MMD -MP -pthread
+LDLIBS  := -lopenblas -lyaml -lm -pthread
+B       := build
+
+LIB_DIRS   := tensor autograd nn optim train
+# infer/ may use only these parts of tensor/ (no OpenBLAS, no libyaml); they
+# live in libgelaninfer.a, which every program links after libgelan.a
+INFER_CORE := tensor/error.c tensor/pool.c tensor/safetensors.c tensor/json.c
+INFER_SRC  := $(wildcard infer/*.c) $(filter $(wildcard $(INFER_CORE)),$(INFER_CORE))
+LIB_SRC    := $(filter-out $(INFER_CORE),$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
+CLI_SRC    := $(wildcard cli/*.c)
+ICLI_SRC   := $(wildcard infer/cli/*.c)
+TEST_SRC   := $(wildcard tests/test_*.c)
+SUITES     := $(patsubst tests/test_%.c,%,$(TEST_SRC))
+BENCH_SRC  := $(wildcard bench/*.c)
+
+obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
+aobj = $(patsubst %.c,$(B)/asan/%.o,$(1))
+
+.PHONY: all test test-asan bench demo clean format
+all: $(B)/libgelan.a $(B)/libgelaninfer.a $(if $(CLI_SRC),$(B)/gelan) $(if $(ICLI_SRC),$(B)/gelan-infer)
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B)/libgelan.a: $(call obj,$(LIB_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/libgelaninfer.a: $(call obj,$(INFER_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/gelan: $(call obj,$(CLI_SRC)) $(B)/libgelan.a $(B)/libgelaninfer.a
+	$(CC) $(CFLAGS) -o $@ $(call obj,$(CLI_SRC)) $(B)/libgelan.a $(B)/libgelaninfer.a $(LDLIBS)
+
+$(B)/gelan-infer: $(call obj,$(ICLI_SRC)) $(B)/libgelaninfer.a
+	$(CC) $(CFLAGS) -o $@ $(call obj,$(ICLI_SRC)) $(B)/libgelaninfer.a -lm -pthread
+
+# ---- tests -----------------------------------------------------------------
+$(B)/suites.inc: $(TEST_SRC) Makefile
+	@mkdir -p $(B)
+	@printf '%s\n' $(foreach s,$(SUITES),"SUITE($(s))") > $@.tmp && mv $@.tmp $@
+
+$(B)/obj/tests/main.o: $(B)/suites.inc
+$(B)/asan/tests/main.o: $(B)/suites.inc
+
+TEST_OBJ := $(call obj,tests/main.c tests/testutil.c $(TEST_SRC))
+$(B)/test_runner: $(TEST_OBJ) $(B)/libgelan.a $(B)/libgelaninfer.a
+	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(B)/libgelan.a $(B)/libgelaninfer.a $(LDLIBS) -lcunit
+
+# `make test` runs every suite; RUN="..." picks some (e.g. make test RUN="tensor tape")
+test: $(B)/test_runner all
+	$(B)/test_runner $(RUN)
+
+# The core suites under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs this too).
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -O1
+ASAN_SUITES ?= tensor arena pool safetensors tape ops conv2d gradcheck
+$(B)/asan/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out $(OPT),$(CFLAGS)) $(ASAN_FLAGS) -c $< -o $@
+ASAN_OBJ := $(call aobj,tests/main.c tests/testutil.c $(TEST_SRC) $(sort $(LIB_SRC) $(INFER_SRC)))
+$(B)/asan/test_runner: $(ASAN_OBJ)
+	$(CC) $(CFLAGS) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS) -lcunit
+test-asan: $(B)/asan/test_runner
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(B)/asan/test_runner $(filter $(SUITES),$(ASAN_SUITES))
+
+# ---- benchmarks (programs that print tables, never tests) --------------------
+BENCH_BIN := $(patsubst bench/%.c,$(B)/bench_%,$(BENCH_SRC))
+$(B)/bench_%: $(B)/obj/bench/%.o $(B)/libgelan.a $(B)/libgelaninfer.a
+	$(CC) $(CFLAGS) -o $@ $< $(B)/libgelan.a $(B)/libgelaninfer.a $(LDLIBS)
+bench: $(BENCH_BIN)
+	@for b in $(BENCH_BIN); do echo "== $$b"; $$b || exit 1; done
+
+demo: all
+	@bash tools/demo.sh
+
+format:
+	clang-format -i $(LIB_SRC) $(INFER_SRC) $(CLI_SRC) $(wildcard tests/*.c) $(wildcard */*.h)
+
+clean:
+	rm -rf $(B)
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

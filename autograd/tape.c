@@ -1,0 +1,111 @@
+#include "autograd/tape.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/error.h"
+
+Tape *tape_new(void) {
+    Tape *t = calloc(1, sizeof *t);
+    if (!t) {
+        gelan_error("tape: out of memory");
+        return NULL;
+    }
+    arena_init(&t->arena, 0);
+    t->grad_enabled = true;
+    return t;
+}
+
+void tape_free(Tape *t) {
+    if (!t) return;
+    arena_destroy(&t->arena);
+    free(t);
+}
+
+void tape_reset(Tape *t) {
+    t->last = NULL;
+    t->n_nodes = 0;
+    arena_reset(&t->arena);
+}
+
+bool tape_set_grad_enabled(Tape *t, bool enabled) {
+    bool old = t->grad_enabled;
+    t->grad_enabled = enabled;
+    return old;
+}
+
+Tensor *tape_tensor(Tape *t, int ndim, const int *shape) { return tensor_arena(&t->arena, ndim, shape); }
+
+Tensor *tape_tensor4(Tape *t, int n, int c, int h, int w) {
+    int s[4] = {n, c, h, w};
+    return tensor_arena(&t->arena, 4, s);
+}
+
+void *tape_alloc(Tape *t, size_t bytes) { return arena_alloc(&t->arena, bytes); }
+
+bool tape_wants_grad(const Tape *t, Tensor *const *in, int n_in) {
+    if (!t->grad_enabled) return false;
+    for (int i = 0; i < n_in; i++)
+        if (in[i] && in[i]->requires_grad) return true;
+    return false;
+}
+
+TapeNode *tape_record(Tape *t, const char *op, Tensor *out, Tensor *const *in, int n_in, backward_fn fn,
+                      size_t saved_bytes, void **saved) {
+    if (saved) *saved = NULL;
+    if (!tape_wants_grad(t, in, n_in)) return NULL;
+    TapeNode *node = arena_calloc(&t->arena, sizeof *node);
+    Tensor **ins = arena_alloc(&t->arena, (size_t)n_in * sizeof *ins);
+    if (!node || !ins) return NULL;
+    memcpy(ins, in, (size_t)n_in * sizeof *ins);
+    node->op = op;
+    node->backward = fn;
+    node->out = out;
+    node->in = ins;
+    node->n_in = n_in;
+    if (saved_bytes) {
+        node->saved = arena_calloc(&t->arena, saved_bytes);
+        if (!node->saved) return NULL;
+    }
+    if (saved) *saved = node->saved;
+    node->prev = t->last;
+    t->last = node;
+    t->n_nodes++;
+    out->requires_grad = true;
+    out->node = node;
+    return node;
+}
+
+float *tape_grad_of(Tape *t, Tensor *x) {
+    if (!x || !x->requires_grad) return NULL;
+    return tensor_grad(x, &t->arena);
+}
+
+static int run_backward(Tape *t) {
+    for (TapeNode *n = t->last; n; n = n->prev) {
+        if (!n->out->grad) continue; /* nothing downstream used this output */
+        if (n->backward(t, n) != 0) {
+            gelan_error_prefix("backward of %s", n->op);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int tape_backward(Tape *t, Tensor *loss) {
+    if (loss->numel != 1) {
+        char s[64];
+        return gelan_error("backward: the loss must have one element, got shape %s",
+                           tensor_shape_str(loss, s, sizeof s));
+    }
+    float one = 1.0f;
+    return tape_backward_from(t, loss, &one);
+}
+
+int tape_backward_from(Tape *t, Tensor *out, const float *grad_out) {
+    if (!out->requires_grad) return gelan_error("backward: the tensor does not depend on anything that requires grad");
+    float *g = tensor_grad(out, &t->arena);
+    if (!g) return -1;
+    for (size_t i = 0; i < out->numel; i++) g[i] += grad_out[i];
+    return run_backward(t);
+}

@@ -1,0 +1,26 @@
+/* One process-wide thread pool for data-parallel loops.
+ *
+ * pool_init(n) starts n-1 workers (the calling thread is the n-th); n = 0 reads
+ * GELAN_THREADS, else uses every online core. parallel_for splits [0, n) into
+ * one contiguous range per thread and returns when all are done. A
+ * parallel_for called from inside a worker runs serially, so nesting is safe.
+ * The pool and OpenBLAS never run wide together: BLAS is called only outside
+ * parallel_for, and blas_set_threads(pool_threads()) gives OpenBLAS the
+ * pool's size (the pool itself stays free of BLAS so that infer/ can use it). */
+#ifndef GELAN_POOL_H
+#define GELAN_POOL_H
+
+#include <stddef.h>
+
+typedef void (*parallel_fn)(void *ctx, size_t begin, size_t end);
+
+int pool_init(int nthreads);
+void pool_shutdown(void);
+int pool_threads(void);           /* 1 before pool_init */
+int pool_in_worker(void);         /* nonzero inside a parallel_for body */
+
+/* Runs fn(ctx, begin, end) over [0, n) in up to pool_threads() pieces.
+ * Ranges shorter than min_chunk are not split further (0 = 1). */
+void parallel_for(size_t n, size_t min_chunk, parallel_fn fn, void *ctx);
+
+#endif
