@@ -9,9 +9,9 @@ CC      ?= cc
 ARCH    ?= -march=native
 OPT     ?= -O3
 CFLAGS  ?=
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -g -Wall -Wextra -Werror -I. -MMD -MP -pthread
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -g -Wall -Wextra -Werror -I. -I$(B) -MMD -MP -pthread
 LDLIBS  := -lopenblas -lyaml -lm -pthread
-B       := build
+B       ?= build
 
 LIB_DIRS   := tensor autograd nn optim train
 # infer/ may use only these parts of tensor/ (no OpenBLAS, no libyaml); they

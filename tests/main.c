@@ -9,7 +9,7 @@
 #include "tensor/pool.h"
 
 #define SUITE(name) int suite_##name(void);
-#include "build/suites.inc"
+#include "suites.inc"
 #undef SUITE
 
 typedef struct {
@@ -19,7 +19,7 @@ typedef struct {
 
 static const SuiteEntry all_suites[] = {
 #define SUITE(name) {#name, suite_##name},
-#include "build/suites.inc"
+#include "suites.inc"
 #undef SUITE
 };
 
