@@ -1,0 +1,33 @@
+/* build/gelan: the training-side command line. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+/* A command is listed here when its cmd_*.c exists. */
+static const Command commands[] = {
+    {"info", cmd_info, "per-layer table, parameters and GFLOPs of a model config or checkpoint"},
+    {"trace", cmd_trace, "run a model on an input file and write every layer's output (and gradients)"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: gelan COMMAND [options]   (gelan COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "gelan: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
