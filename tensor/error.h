@@ -23,4 +23,14 @@ const char *gelan_last_error(void);
 
 void gelan_clear_error(void);
 
+/* Warnings: a problem that the library works around (a bad label line that is
+ * skipped, a degenerate calibration...). They go to the handler that cli/
+ * installs; the default handler writes "warning: MSG" to stderr. Thread-safe:
+ * the handler is called under a lock. */
+typedef void (*gelan_warning_handler)(const char *msg, void *ctx);
+void gelan_set_warning_handler(gelan_warning_handler fn, void *ctx);
+void gelan_warn(const char *fmt, ...) GELAN_PRINTF(1, 2);
+/* Number of warnings issued since the start (for tests and summaries). */
+unsigned long gelan_warning_count(void);
+
 #endif
