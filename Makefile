@@ -67,7 +67,7 @@ test: $(B)/test_runner all
 
 # The core suites under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs this too).
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -O1
-ASAN_SUITES ?= tensor arena pool safetensors tape ops conv2d gradcheck
+ASAN_SUITES ?= tensor arena pool safetensors tape ops conv2d batchnorm gradcheck infer infer_kernels
 $(B)/asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out $(OPT),$(CFLAGS)) $(ASAN_FLAGS) -c $< -o $@
@@ -115,3 +115,17 @@ fuzz: $(B)/fuzz_safetensors $(B)/fuzz_seed
 	$(B)/fuzz_seed $(B)/fuzz_corpus $(B)/fuzz_safetensors.dict
 	$(B)/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -dict=$(B)/fuzz_safetensors.dict \
 	  -artifact_prefix=$(B)/fuzz-crash- $(B)/fuzz_corpus
+
+# ---- cross-test: infer/ and its tests on aarch64 (NEON kernels) under qemu ----------
+# Needs the Debian packages gcc-aarch64-linux-gnu and qemu-user. The infer suites
+# build without CUnit through tests/infer_selftest.c; the binary is static, so qemu
+# needs no aarch64 sysroot.
+CROSS_CC  ?= aarch64-linux-gnu-gcc
+CROSS_RUN ?= qemu-aarch64
+CROSS_SRC := tests/infer_selftest.c $(INFER_SRC)
+.PHONY: cross-test
+$(B)/cross/infer_selftest: $(CROSS_SRC) $(wildcard infer/*.h tensor/*.h) tests/test_infer.c tests/test_infer_kernels.c
+	@mkdir -p $(dir $@)
+	$(CROSS_CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -I. -pthread -static -o $@ $(CROSS_SRC) -lm
+cross-test: $(B)/cross/infer_selftest
+	$(CROSS_RUN) $(B)/cross/infer_selftest
