@@ -9,7 +9,7 @@ CC      ?= cc
 ARCH    ?= -march=native
 OPT     ?= -O3
 CFLAGS  ?=
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -g -Wall -Wextra -Werror -Wno-format-truncation -I. -I$(B) -MMD -MP -pthread
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-math-errno -g -Wall -Wextra -Werror -Wno-format-truncation -I. -I$(B) -MMD -MP -pthread
 LDLIBS  := -lopenblas -lyaml -lm -pthread
 B       ?= build
 
