@@ -12,5 +12,8 @@ typedef struct {
 /* Defined in cli/main.c: the table. Each cmd_*.c defines one run function. */
 int cmd_info(int argc, char **argv);
 int cmd_trace(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_val(int argc, char **argv);
+int cmd_detect(int argc, char **argv);
 
 #endif

@@ -7,6 +7,9 @@
 /* A command is listed here when its cmd_*.c exists. */
 static const Command commands[] = {
     {"info", cmd_info, "per-layer table, parameters and GFLOPs of a model config or checkpoint"},
+    {"train", cmd_train, "train a model (official recipe; runs/NAME/ gets checkpoints, results.csv and a plot)"},
+    {"val", cmd_val, "validation table and mAP of a checkpoint, or of a COCO-format detections file"},
+    {"detect", cmd_detect, "boxes on images: one line per box and annotated images"},
     {"trace", cmd_trace, "run a model on an input file and write every layer's output (and gradients)"},
 };
 
