@@ -530,11 +530,11 @@ int model_rebuild_names(Model *m) {
     for (int i = 0; i < m->nunits; i++) {
         ConvUnit *u = m->units[i];
         if (u->removed) continue;
-        ADD_P(u->name, "weight", u->weight, PARAM_WEIGHT);
-        if (u->bias) ADD_P(u->name, "bias", u->bias, PARAM_BIAS);
+        ADD_P(u->name, "weight", u->weight, NN_PARAM_WEIGHT);
+        if (u->bias) ADD_P(u->name, "bias", u->bias, NN_PARAM_BIAS);
         if (u->bn_weight) {
-            ADD_P(u->bn_name, "weight", u->bn_weight, PARAM_BN_WEIGHT);
-            ADD_P(u->bn_name, "bias", u->bn_bias, PARAM_BIAS);
+            ADD_P(u->bn_name, "weight", u->bn_weight, NN_PARAM_BN_WEIGHT);
+            ADD_P(u->bn_name, "bias", u->bn_bias, NN_PARAM_BIAS);
             ADD_B(u->bn_name, "running_mean", u->bn_mean);
             ADD_B(u->bn_name, "running_var", u->bn_var);
         }

@@ -22,7 +22,7 @@
 
 /* The official smart_optimizer's three groups: weights of convs (decayed),
  * BN weights (no decay), biases (no decay). */
-typedef enum { PARAM_WEIGHT, PARAM_BN_WEIGHT, PARAM_BIAS } ParamKind;
+typedef enum { NN_PARAM_WEIGHT, NN_PARAM_BN_WEIGHT, NN_PARAM_BIAS } ParamKind;
 
 typedef struct {
     const char *name; /* official state_dict name, e.g. model.3.cv2.0.m.0.cv1.conv1.conv.weight */

@@ -322,10 +322,10 @@ static void test_names_kinds_init(void) {
         size_t len = strlen(p[i].name);
         bool is_bn = strstr(p[i].name, ".bn.") != NULL;
         bool is_bias = !strcmp(p[i].name + len - 5, ".bias");
-        if (p[i].kind == PARAM_BN_WEIGHT) {
+        if (p[i].kind == NN_PARAM_BN_WEIGHT) {
             nbn++;
             CU_ASSERT(is_bn && !is_bias);
-        } else if (p[i].kind == PARAM_BIAS) {
+        } else if (p[i].kind == NN_PARAM_BIAS) {
             nbias++;
             CU_ASSERT(is_bias);
         } else {
@@ -496,7 +496,7 @@ static void test_fuse_keeps_output(void) {
     const NamedParam *p;
     int np = model_params(m, &p);
     for (int i = 0; i < np; i++)
-        if (p[i].kind == PARAM_BN_WEIGHT)
+        if (p[i].kind == NN_PARAM_BN_WEIGHT)
             for (size_t k = 0; k < p[i].t->numel; k++) p[i].t->data[k] = rng_range(&r, 0.5f, 1.5f);
     Tensor *x = tensor_new4(1, 3, 64, 64);
     for (size_t i = 0; i < x->numel; i++) x->data[i] = rng_uniform(&r);
