@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tensor/error.h"
 
@@ -50,10 +51,45 @@ bool tape_wants_grad(const Tape *t, Tensor *const *in, int n_in) {
     return false;
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static TapeOpStat *op_stat(Tape *t, const char *op) {
+    for (int i = 0; i < t->n_stats; i++)
+        if (t->stats[i].op == op || strcmp(t->stats[i].op, op) == 0) return &t->stats[i];
+    if (t->n_stats == TAPE_MAX_OP_STATS) return NULL;
+    TapeOpStat *s = &t->stats[t->n_stats++];
+    memset(s, 0, sizeof *s);
+    s->op = op;
+    return s;
+}
+
+void tape_profile(Tape *t, bool on) {
+    t->profiling = on;
+    t->n_stats = 0;
+    t->mark = now_s();
+}
+
+void tape_profile_mark(Tape *t) { t->mark = now_s(); }
+
+int tape_profile_stats(const Tape *t, const TapeOpStat **out) {
+    *out = t->stats;
+    return t->n_stats;
+}
+
 TapeNode *tape_record(Tape *t, const char *op, Tensor *out, Tensor *const *in, int n_in, backward_fn fn,
                       size_t saved_bytes, void **saved) {
     if (saved) *saved = NULL;
     if (!tape_wants_grad(t, in, n_in)) return NULL;
+    if (t->profiling) {
+        double now = now_s();
+        TapeOpStat *st = op_stat(t, op);
+        if (st) st->fwd_s += now - t->mark, st->fwd_n++;
+        t->mark = now;
+    }
     TapeNode *node = arena_calloc(&t->arena, sizeof *node);
     Tensor **ins = arena_alloc(&t->arena, (size_t)n_in * sizeof *ins);
     if (!node || !ins) return NULL;
@@ -84,7 +120,13 @@ float *tape_grad_of(Tape *t, Tensor *x) {
 static int run_backward(Tape *t) {
     for (TapeNode *n = t->last; n; n = n->prev) {
         if (!n->out->grad) continue; /* nothing downstream used this output */
-        if (n->backward(t, n) != 0) {
+        double t0 = t->profiling ? now_s() : 0;
+        int rc = n->backward(t, n);
+        if (t->profiling) {
+            TapeOpStat *st = op_stat(t, n->op);
+            if (st) st->bwd_s += now_s() - t0, st->bwd_n++;
+        }
+        if (rc != 0) {
             gelan_error_prefix("backward of %s", n->op);
             return -1;
         }

@@ -36,11 +36,25 @@ struct TapeNode {
     TapeNode *prev;      /* the node recorded before this one */
 };
 
+/* Time spent per op (see tape_profile). */
+typedef struct {
+    const char *op;
+    double fwd_s, bwd_s; /* seconds */
+    long fwd_n, bwd_n;   /* calls */
+} TapeOpStat;
+
+#define TAPE_MAX_OP_STATS 64
+
 struct Tape {
     Arena arena;
     TapeNode *last;
     size_t n_nodes;
     bool grad_enabled;
+    /* profiling (off unless tape_profile was called) */
+    bool profiling;
+    double mark;
+    int n_stats;
+    TapeOpStat stats[TAPE_MAX_OP_STATS];
 };
 
 Tape *tape_new(void);
@@ -74,5 +88,13 @@ float *tape_grad_of(Tape *t, Tensor *x);
 int tape_backward(Tape *t, Tensor *loss);
 /* Seeds out's gradient with grad_out (out->numel floats) and runs backward. */
 int tape_backward_from(Tape *t, Tensor *out, const float *grad_out);
+
+/* Profiling for benchmarks: when on, every recorded op is charged the time
+ * since the previous recorded op (or since tape_profile_mark), which is its
+ * forward time when ops run back to back, and every node's backward is timed.
+ * Only recorded ops (grad mode, an input that requires grad) are counted. */
+void tape_profile(Tape *t, bool on); /* also clears the statistics */
+void tape_profile_mark(Tape *t);     /* "the forward of the next op starts now" */
+int tape_profile_stats(const Tape *t, const TapeOpStat **out);
 
 #endif

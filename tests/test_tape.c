@@ -127,6 +127,28 @@ static void test_gradcheck_catches_broken_backward(void) {
     tensor_free(x);
 }
 
+static void test_profile_counts_ops(void) {
+    Tape *t = tape_new();
+    Tensor *x = tensor_new1(4);
+    x->requires_grad = true;
+    float ones[4] = {1, 1, 1, 1};
+    tape_profile(t, true);
+    tape_profile_mark(t);
+    Tensor *y = square(t, square(t, x));
+    CU_ASSERT_OK(tape_backward_from(t, y, ones));
+    const TapeOpStat *st;
+    int n = tape_profile_stats(t, &st);
+    CU_ASSERT_EQUAL(n, 1);
+    if (n == 1) {
+        CU_ASSERT_STRING_EQUAL(st[0].op, "square");
+        CU_ASSERT_EQUAL(st[0].fwd_n, 2);
+        CU_ASSERT_EQUAL(st[0].bwd_n, 2);
+        CU_ASSERT(st[0].fwd_s >= 0 && st[0].bwd_s >= 0);
+    }
+    tensor_free(x);
+    tape_free(t);
+}
+
 static void test_error_messages(void) {
     int bad[2] = {3, -1};
     CU_ASSERT_PTR_NULL(tensor_new(2, bad));
@@ -144,5 +166,6 @@ SUITE_FN(tape) {
     CU_add_test(s, "tape accumulates, resets, no-grad", test_tape_accumulates_and_resets);
     CU_add_test(s, "gradcheck catches a broken backward", test_gradcheck_catches_broken_backward);
     CU_add_test(s, "error messages", test_error_messages);
+    CU_add_test(s, "profiling counts forward and backward per op", test_profile_counts_ops);
     return 0;
 }
