@@ -67,7 +67,7 @@ test: $(B)/test_runner all
 
 # The core suites under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs this too).
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -O1
-ASAN_SUITES ?= tensor arena pool safetensors tape ops conv2d batchnorm gradcheck infer infer_kernels optim metrics
+ASAN_SUITES ?= tensor arena pool safetensors tape ops conv2d batchnorm gradcheck infer infer_kernels optim metrics data augment
 $(B)/asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out $(OPT),$(CFLAGS)) $(ASAN_FLAGS) -c $< -o $@
@@ -129,3 +129,19 @@ $(B)/cross/infer_selftest: $(CROSS_SRC) $(wildcard infer/*.h tensor/*.h) tests/t
 	$(CROSS_CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -I. -pthread -static -o $@ $(CROSS_SRC) -lm
 cross-test: $(B)/cross/infer_selftest
 	$(CROSS_RUN) $(B)/cross/infer_selftest
+
+# ---- cross-test-qconv: the int8 conv kernels on aarch64 under qemu, with and without SDOT ----
+# Same packages as cross-test. `-cpu max` has the dot-product extension, so the SDOT path is
+# the one selected; cortex-a72 (Raspberry Pi 4) has not, so the plain NEON path is; --expect
+# fails the run if qemu's CPU model ever stops matching that. Every path the CPU has is also
+# compared with the portable one in both runs.
+CROSS_CC  ?= aarch64-linux-gnu-gcc
+CROSS_RUN ?= qemu-aarch64
+QCONV_CROSS_SRC := tests/qconv_selftest.c infer/qconv.c infer/qconv_x86.c infer/qconv_neon.c tensor/pool.c tensor/error.c
+.PHONY: cross-test-qconv
+$(B)/cross/qconv_selftest: $(QCONV_CROSS_SRC) infer/qconv.h tests/test_qconv.c tensor/pool.h tensor/error.h
+	@mkdir -p $(dir $@)
+	$(CROSS_CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -I. -pthread -static -o $@ $(QCONV_CROSS_SRC) -lm
+cross-test-qconv: $(B)/cross/qconv_selftest
+	$(CROSS_RUN) -cpu max $(B)/cross/qconv_selftest --expect neondot
+	$(CROSS_RUN) -cpu cortex-a72 $(B)/cross/qconv_selftest --expect neon
