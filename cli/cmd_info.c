@@ -6,8 +6,10 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "infer/infer.h"
 #include "nn/model.h"
 #include "tensor/error.h"
+#include "tensor/safetensors.h"
 
 static const char *USAGE = "gelan info CFG.yaml|WEIGHTS.safetensors [--img N] [--fused] [--cfg CFG.yaml]";
 
@@ -35,6 +37,34 @@ static const char *from_text(const Layer *L, char *buf, size_t len) {
     return buf;
 }
 
+/* An inference model (gelan convert's default output, format gelan-infer/1):
+ * its graph nodes, then the summary line. */
+static bool is_infer_model(const char *path) {
+    SafeTensors *st = st_open(path);
+    const char *f = st ? st_metadata(st, "format") : NULL;
+    bool yes = f && !strcmp(f, "gelan-infer/1");
+    st_close(st);
+    gelan_clear_error(); /* not a safetensors file: the model loader reports it */
+    return yes;
+}
+
+static int info_infer(const char *path, int img) {
+    InferModel *im = infer_model_load(path);
+    if (!im) return cli_fail("info");
+    char nbuf[32];
+    printf("\n%5s  %s\n", "node", "graph line");
+    for (int i = 0; i < infer_model_layers(im); i++) printf("%5d  %s\n", i, infer_model_node_desc(im, i));
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    const char *dot = strrchr(b, '.');
+    int len = dot && dot != b ? (int)(dot - b) : (int)strlen(b);
+    printf("%.*s summary: %d nodes, %s parameters, %.2f GFLOPs (inference model, %d classes)\n", len, b,
+           infer_model_layers(im), with_commas(infer_model_params(im), nbuf, sizeof nbuf),
+           infer_model_flops(im, img, img) / 1e9, infer_model_class_count(im));
+    infer_model_free(im);
+    return 0;
+}
+
 int cmd_info(int argc, char **argv) {
     int img = 640;
     bool fused = false;
@@ -58,6 +88,7 @@ int cmd_info(int argc, char **argv) {
         args_usage(USAGE, specs, nspecs, false);
         return 2;
     }
+    if (!is_yaml(pos[0]) && is_infer_model(pos[0])) return info_infer(pos[0], img);
     Model *m = is_yaml(pos[0]) ? model_build_file(pos[0], NULL) : model_load(pos[0], cfg, NULL);
     if (!m) return cli_fail("info");
     if (fused && model_fuse(m)) {

@@ -15,5 +15,6 @@ int cmd_trace(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_val(int argc, char **argv);
 int cmd_detect(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 #endif

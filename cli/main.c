@@ -10,6 +10,7 @@ static const Command commands[] = {
     {"train", cmd_train, "train a model (official recipe; runs/NAME/ gets checkpoints, results.csv and a plot)"},
     {"val", cmd_val, "validation table and mAP of a checkpoint, or of a COCO-format detections file"},
     {"detect", cmd_detect, "boxes on images: one line per box and annotated images"},
+    {"convert", cmd_convert, "drop the PGI auxiliary branches, re-map to one head, fuse: an inference model"},
     {"trace", cmd_trace, "run a model on an input file and write every layer's output (and gradients)"},
 };
 
