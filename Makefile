@@ -67,7 +67,7 @@ test: $(B)/test_runner all
 
 # The core suites under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs this too).
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -O1
-ASAN_SUITES ?= tensor arena pool safetensors tape ops conv2d batchnorm gradcheck infer infer_kernels optim metrics data augment qconv
+ASAN_SUITES ?= tensor arena pool safetensors tape ops conv2d batchnorm gradcheck infer infer_kernels optim metrics data augment qconv blas
 $(B)/asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out $(OPT),$(CFLAGS)) $(ASAN_FLAGS) -c $< -o $@

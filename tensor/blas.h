@@ -1,6 +1,7 @@
 /* The only door to OpenBLAS. Row-major single-precision GEMM:
  *   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C
- * with op(X) = X or X^T. Called only outside parallel_for (see pool.h). */
+ * with op(X) = X or X^T. Large products are split over the thread pool;
+ * inside a parallel_for body the call runs on the calling thread. */
 #ifndef GELAN_BLAS_H
 #define GELAN_BLAS_H
 
@@ -9,7 +10,8 @@
 void blas_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
 
-/* Sets OpenBLAS's thread count; call with pool_threads() after pool_init. */
+/* Call after pool_init: keeps OpenBLAS on one thread (the pool splits big
+ * GEMMs; see blas.c for why). */
 void blas_set_threads(int n);
 
 #endif

@@ -4,9 +4,9 @@
  * GELAN_THREADS, else uses every online core. parallel_for splits [0, n) into
  * one contiguous range per thread and returns when all are done. A
  * parallel_for called from inside a worker runs serially, so nesting is safe.
- * The pool and OpenBLAS never run wide together: BLAS is called only outside
- * parallel_for, and blas_set_threads(pool_threads()) gives OpenBLAS the
- * pool's size (the pool itself stays free of BLAS so that infer/ can use it). */
+ * The pool is the only scheduler: OpenBLAS runs on one thread and tensor/blas
+ * splits large GEMMs over the pool (the pool itself stays free of BLAS so that
+ * infer/ can use it). */
 #ifndef GELAN_POOL_H
 #define GELAN_POOL_H
 
