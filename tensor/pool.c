@@ -1,6 +1,7 @@
 #include "tensor/pool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -16,10 +17,11 @@ static struct {
     unsigned long generation;  /* bumped for each parallel_for */
     int pending;               /* workers still busy in this generation */
     int quit;
-    /* current job */
+    /* current job: pieces [i*chunk, (i+1)*chunk) handed out in order */
     parallel_fn fn;
     void *ctx;
-    size_t n, chunk;
+    size_t n, chunk, pieces;
+    atomic_size_t next;
 } P = {.nthreads = 1,
        .mu = PTHREAD_MUTEX_INITIALIZER,
        .work_cv = PTHREAD_COND_INITIALIZER,
@@ -27,15 +29,20 @@ static struct {
 
 static _Thread_local int in_worker;
 
-static void run_piece(int idx) {
-    size_t begin = (size_t)idx * P.chunk;
-    if (begin >= P.n) return;
-    size_t end = begin + P.chunk < P.n ? begin + P.chunk : P.n;
-    P.fn(P.ctx, begin, end);
+/* Takes pieces until none is left: a thread that the OS descheduled for a
+ * while simply takes fewer, instead of stalling the whole loop. */
+static void run_pieces(void) {
+    for (;;) {
+        size_t idx = atomic_fetch_add(&P.next, 1);
+        if (idx >= P.pieces) return;
+        size_t begin = idx * P.chunk;
+        size_t end = begin + P.chunk < P.n ? begin + P.chunk : P.n;
+        P.fn(P.ctx, begin, end);
+    }
 }
 
 static void *worker_main(void *arg) {
-    int idx = (int)(size_t)arg;
+    (void)arg;
     unsigned long seen = 0;
     in_worker = 1;
     for (;;) {
@@ -47,7 +54,7 @@ static void *worker_main(void *arg) {
         }
         seen = P.generation;
         pthread_mutex_unlock(&P.mu);
-        run_piece(idx);
+        run_pieces();
         pthread_mutex_lock(&P.mu);
         if (--P.pending == 0) pthread_cond_signal(&P.done_cv);
         pthread_mutex_unlock(&P.mu);
@@ -90,9 +97,10 @@ int pool_in_worker(void) { return in_worker; }
 void parallel_for(size_t n, size_t min_chunk, parallel_fn fn, void *ctx) {
     if (n == 0) return;
     if (min_chunk == 0) min_chunk = 1;
-    size_t pieces = (size_t)P.nthreads;
+    /* up to 4 pieces per thread, none shorter than min_chunk */
+    size_t pieces = (size_t)P.nthreads * 4;
     if (pieces > (n + min_chunk - 1) / min_chunk) pieces = (n + min_chunk - 1) / min_chunk;
-    if (pieces <= 1 || in_worker) {
+    if (pieces <= 1 || P.nthreads <= 1 || in_worker) {
         fn(ctx, 0, n);
         return;
     }
@@ -101,12 +109,14 @@ void parallel_for(size_t n, size_t min_chunk, parallel_fn fn, void *ctx) {
     P.ctx = ctx;
     P.n = n;
     P.chunk = (n + pieces - 1) / pieces;
+    P.pieces = (n + P.chunk - 1) / P.chunk;
+    atomic_store(&P.next, 0);
     P.pending = P.nthreads - 1;
     P.generation++;
     pthread_cond_broadcast(&P.work_cv);
     pthread_mutex_unlock(&P.mu);
     in_worker = 1;
-    run_piece(0);
+    run_pieces();
     in_worker = 0;
     pthread_mutex_lock(&P.mu);
     while (P.pending > 0) pthread_cond_wait(&P.done_cv, &P.mu);

@@ -2,7 +2,9 @@
  *
  * pool_init(n) starts n-1 workers (the calling thread is the n-th); n = 0 reads
  * GELAN_THREADS, else uses every online core. parallel_for splits [0, n) into
- * one contiguous range per thread and returns when all are done. A
+ * up to 4 contiguous pieces per thread, which the threads take in turn, and
+ * returns when all are done. Each piece is one call of fn; which thread runs
+ * it is not fixed, so fn must not assume one call per thread. A
  * parallel_for called from inside a worker runs serially, so nesting is safe.
  * The pool is the only scheduler: OpenBLAS runs on one thread and tensor/blas
  * splits large GEMMs over the pool (the pool itself stays free of BLAS so that

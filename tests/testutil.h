@@ -25,10 +25,12 @@ double rel_error(const float *got, const float *want, size_t n);
         if (_rc != 0) fprintf(stderr, "\n  %s failed: %s\n", #expr, gelan_last_error());    \
         CU_ASSERT_EQUAL(_rc, 0);                                                             \
     } while (0)
+/* (ptr) is evaluated once, so an op call may be passed directly */
 #define CU_ASSERT_NONNULL_OK(ptr)                                                            \
     do {                                                                                     \
-        if (!(ptr)) fprintf(stderr, "\n  %s is NULL: %s\n", #ptr, gelan_last_error());      \
-        CU_ASSERT_PTR_NOT_NULL(ptr);                                                         \
+        const void *_p = (ptr);                                                              \
+        if (!_p) fprintf(stderr, "\n  %s is NULL: %s\n", #ptr, gelan_last_error());         \
+        CU_ASSERT_PTR_NOT_NULL(_p);                                                          \
     } while (0)
 
 /* Each tests/test_NAME.c defines `int suite_NAME(void)` that adds its suite
