@@ -47,9 +47,10 @@ typedef struct ConvUnit {
     Tensor *bn_bias;
     Tensor *bn_mean;
     Tensor *bn_var;
-    bool conv_module; /* an official Conv (Conv2d + BN + act in one module), not a bare nn.Conv2d */
-    bool frozen;      /* the DFL's fixed 0..15 weight: never trained */
-    bool removed;     /* merged away by fusing (RepConvN's 1x1 branch) */
+    bool conv_module;     /* an official Conv (Conv2d + BN + act in one module), not a bare nn.Conv2d */
+    bool frozen;          /* the DFL's fixed 0..15 weight: never trained */
+    bool removed;         /* merged away by fusing (RepConvN's 1x1 branch) */
+    struct QuantState *q; /* quantization-aware training state (nn/quant.h), NULL: a float conv */
 } ConvUnit;
 
 /* RepConvN: act(BN(conv3x3(x)) + BN(conv1x1(x))), no identity branch. After

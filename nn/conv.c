@@ -8,6 +8,7 @@
 #include "autograd/ops.h"
 #include "nn/blocks.h"
 #include "nn/model.h"
+#include "nn/quant.h"
 #include "tensor/error.h"
 
 static char *dupstr(const char *s) {
@@ -45,6 +46,7 @@ static int register_unit(Model *m, ConvUnit *u) {
 
 static void unit_free(ConvUnit *u) {
     if (!u) return;
+    qat_state_free(u->q);
     free(u->name);
     free(u->bn_name);
     tensor_free(u->weight);
@@ -137,6 +139,7 @@ Tensor *act_forward(Act act, Tape *t, Tensor *x) {
 
 Tensor *unit_forward(const ConvUnit *u, Tape *t, Tensor *x, bool training) {
     if (!x) return NULL;
+    if (u->q) return qat_unit_forward(u, t, x, training); /* fake-quantized */
     Tensor *y = op_conv2d(t, x, u->weight, u->bias, u->s, u->p, u->g);
     if (y && u->bn_weight)
         y = op_batchnorm2d(t, y, u->bn_weight, u->bn_bias, u->bn_mean, u->bn_var, BN_EPS, BN_MOMENTUM, training);
@@ -180,7 +183,8 @@ RepConvN *repconvn_new(Model *m, const char *prefix, int c1, int c2, Act act) {
 }
 
 Tensor *repconvn_forward(const RepConvN *r, Tape *t, Tensor *x, bool training) {
-    if (r->fused) return unit_forward(r->conv1, t, x, training); /* conv1 carries the act then */
+    if (r->fused) return unit_forward(r->conv1, t, x, training);     /* conv1 carries the act then */
+    if (r->conv1->q) return qat_repconvn_forward(r, t, x, training); /* quantized as the merged conv */
     Tensor *a = unit_forward(r->conv1, t, x, training);
     Tensor *b = a ? unit_forward(r->conv2, t, x, training) : NULL;
     return b ? act_forward(r->act, t, op_add(t, a, b)) : NULL;
