@@ -22,9 +22,15 @@ echo "== 2. validate the best checkpoint (EMA weights)"
 "$G" val --weights "$RUN/best.safetensors" --data "$DATA" --img 160 --save-json "$RUN/val_detections.json"
 echo "== 3. detect on the first 6 validation images"
 "$G" detect --weights "$RUN/best.safetensors" --data "$DATA" --count 6 --img 160 --out "$RUN/detect"
+echo "== 4. convert for deployment: fold BN, merge RepConvN, write the runtime's graph"
+"$G" convert --weights "$RUN/best.safetensors" --out "$RUN/model.safetensors" --data "$DATA"
+GI=${GELAN_INFER_BIN:-$(dirname "$G")/gelan-infer}
+echo "== 5. time it on the standalone runtime (build/gelan-infer, no BLAS, no autograd)"
+"$GI" bench --model "$RUN/model.safetensors" --img 160 --runs 20 --warmup 3
 echo
 echo "== where everything went"
 echo "  checkpoints:        $RUN/last.safetensors, $RUN/best.safetensors"
 echo "  per-epoch results:  $RUN/results.csv and the plot $RUN/results.svg"
 echo "  COCO detections:    $RUN/val_detections.json (score it: $G val --detections $RUN/val_detections.json --data $DATA)"
 echo "  annotated images:   $RUN/detect/"
+echo "  inference model:    $RUN/model.safetensors (build/gelan-infer run|detect|bench --model ...)"
