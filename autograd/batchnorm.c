@@ -15,7 +15,12 @@
  * a fresh YOLOv9 model has activations around 1e-9 that train-mode BN re-amplifies, and the
  * one-pass E[x^2] - E[x]^2 in float loses everything when |mean| >> std. The work is split
  * over channels on the thread pool; each channel's statistics and gradients belong to one
- * thread, so there is no locking. */
+ * thread, so there is no locking.
+ *
+ * Synchronised statistics (batchnorm2d_set_sync, data-parallel --sync-bn): the same two passes,
+ * each followed by a sum over the processes (per-channel sums and the value count, then the
+ * squared deviations from the global mean), so every process normalises with the statistics
+ * of the whole global batch; the backward sums sum(dy) and sum(dy * xhat) the same way. */
 #include <math.h>
 
 #include "autograd/ops.h"
@@ -25,6 +30,8 @@
 typedef struct {
     int N, C, HW;
     bool training;
+    bool synced; /* statistics over all processes (the backward syncs too) */
+    double m;    /* values per channel the statistics are over (all processes when synced) */
     /* [C] each: the statistics the forward used. The mean is kept as a float pair
      * mean + mean_lo, so that (x - mean) - mean_lo is accurate even when |mean| >> std. */
     float *mean, *mean_lo, *invstd;
@@ -82,10 +89,73 @@ typedef struct {
     float *y;
     float *run_mean, *run_var; /* updated in training when not NULL */
     float eps, momentum;
+    /* synced: per-channel partial sums of this process ([C] or [2C]), then the global
+       mean and biased variance the forward normalises with */
+    double *acc;
+    const double *mu, *var;
     /* backward */
     const float *dy;
     float *dx, *dgamma, *dbeta;
 } BnCtx;
+
+/* ---- synchronised statistics ------------------------------------------------ */
+
+static BnSyncFn sync_fn;
+static void *sync_ctx;
+
+void batchnorm2d_set_sync(BnSyncFn fn, void *ctx) {
+    sync_fn = fn;
+    sync_ctx = ctx;
+}
+
+static void bn_sum_channels(void *vctx, size_t c0, size_t c1) {
+    const BnCtx *k = vctx;
+    const size_t HW = (size_t)k->s->HW, CHW = (size_t)k->s->C * HW;
+    for (size_t c = c0; c < c1; c++) {
+        double sum = 0;
+        for (int n = 0; n < k->s->N; n++) sum += sum_f64(k->x + c * HW + n * CHW, HW);
+        k->acc[c] = sum;
+    }
+}
+
+static void bn_sq_dev_channels(void *vctx, size_t c0, size_t c1) {
+    const BnCtx *k = vctx;
+    const size_t HW = (size_t)k->s->HW, CHW = (size_t)k->s->C * HW;
+    for (size_t c = c0; c < c1; c++) {
+        double sq = 0;
+        for (int n = 0; n < k->s->N; n++) sq += sum_sq_dev_f64(k->x + c * HW + n * CHW, HW, k->mu[c]);
+        k->acc[c] = sq;
+    }
+}
+
+static size_t channel_chunk(const BnSaved *s);
+
+static int sync_failed(const char *what) {
+    gelan_error_prefix("batchnorm2d: summing the %s over the processes", what);
+    return -1;
+}
+
+/* The global mean and biased variance per channel: two passes, each summed over the
+ * processes by the hook (the first also sums the value counts). */
+static int bn_sync_stats(Tape *t, BnCtx *k) {
+    BnSaved *s = k->s;
+    const size_t C = (size_t)s->C;
+    double *buf = tape_alloc(t, (3 * C + 1) * sizeof(double));
+    if (!buf) return -1;
+    double *mu = buf + C + 1, *var = mu + C;
+    k->acc = buf;
+    parallel_for(C, channel_chunk(s), bn_sum_channels, k);
+    buf[C] = (double)s->N * s->HW;
+    if (sync_fn(sync_ctx, buf, C + 1)) return sync_failed("statistics");
+    s->m = buf[C];
+    for (size_t c = 0; c < C; c++) mu[c] = buf[c] / s->m;
+    k->mu = mu;
+    parallel_for(C, channel_chunk(s), bn_sq_dev_channels, k);
+    if (sync_fn(sync_ctx, buf, C)) return sync_failed("statistics");
+    for (size_t c = 0; c < C; c++) var[c] = buf[c] / s->m;
+    k->var = var;
+    return 0;
+}
 
 static void bn_forward_channels(void *vctx, size_t c0, size_t c1) {
     const BnCtx *k = vctx;
@@ -95,11 +165,17 @@ static void bn_forward_channels(void *vctx, size_t c0, size_t c1) {
         const float *xc = k->x + c * HW;
         float mean, mean_lo = 0, invstd;
         if (s->training) {
-            double m = (double)s->N * HW, sum = 0, sq = 0;
-            for (int n = 0; n < s->N; n++) sum += sum_f64(xc + n * CHW, HW);
-            double mu = sum / m;
-            for (int n = 0; n < s->N; n++) sq += sum_sq_dev_f64(xc + n * CHW, HW, mu);
-            double var = sq / m;
+            const double m = s->m;
+            double mu, var;
+            if (k->mu) { /* synced: computed over all processes */
+                mu = k->mu[c], var = k->var[c];
+            } else {
+                double sum = 0, sq = 0;
+                for (int n = 0; n < s->N; n++) sum += sum_f64(xc + n * CHW, HW);
+                mu = sum / m;
+                for (int n = 0; n < s->N; n++) sq += sum_sq_dev_f64(xc + n * CHW, HW, mu);
+                var = sq / m;
+            }
             mean = (float)mu;
             mean_lo = (float)(mu - mean);
             invstd = (float)(1.0 / sqrt(var + k->eps));
@@ -123,23 +199,41 @@ static void bn_forward_channels(void *vctx, size_t c0, size_t c1) {
     }
 }
 
+/* Per channel: sum(dy) and sum(dy * (x - mean)) of this process, and dgamma, dbeta. */
+static void bn_backward_sums(const BnCtx *k, size_t c, double *sdy, double *sdyx) {
+    const BnSaved *s = k->s;
+    const size_t HW = (size_t)s->HW, CHW = (size_t)s->C * HW;
+    *sdy = 0, *sdyx = 0;
+    for (int n = 0; n < s->N; n++)
+        sum_dy_dyxc_f64(k->dy + c * HW + n * CHW, k->x + c * HW + n * CHW, HW, s->mean[c], s->mean_lo[c], sdy, sdyx);
+    if (k->dgamma) k->dgamma[c] += (float)(*sdyx * s->invstd[c]);
+    if (k->dbeta) k->dbeta[c] += (float)*sdy;
+}
+
+/* synced, first pass: this process's sums into acc[2c], acc[2c + 1] */
+static void bn_backward_sum_channels(void *vctx, size_t c0, size_t c1) {
+    const BnCtx *k = vctx;
+    for (size_t c = c0; c < c1; c++) bn_backward_sums(k, c, &k->acc[2 * c], &k->acc[2 * c + 1]);
+}
+
+/* dx (and, unless synced, the sums first); synced: acc holds the sums over all processes */
 static void bn_backward_channels(void *vctx, size_t c0, size_t c1) {
     const BnCtx *k = vctx;
     const BnSaved *s = k->s;
     const size_t HW = (size_t)s->HW, CHW = (size_t)s->C * HW;
     for (size_t c = c0; c < c1; c++) {
         const float mean = s->mean[c], mean_lo = s->mean_lo[c], invstd = s->invstd[c];
-        double sdy = 0, sdyx = 0; /* sum(dy), sum(dy * (x - mean)) */
-        for (int n = 0; n < s->N; n++)
-            sum_dy_dyxc_f64(k->dy + c * HW + n * CHW, k->x + c * HW + n * CHW, HW, mean, mean_lo, &sdy, &sdyx);
+        double sdy, sdyx; /* sum(dy), sum(dy * (x - mean)) */
+        if (k->acc)
+            sdy = k->acc[2 * c], sdyx = k->acc[2 * c + 1];
+        else
+            bn_backward_sums(k, c, &sdy, &sdyx);
         double sdy_xhat = sdyx * invstd;
-        if (k->dgamma) k->dgamma[c] += (float)sdy_xhat;
-        if (k->dbeta) k->dbeta[c] += (float)sdy;
         if (!k->dx) continue;
         const float g = k->gamma[c] * invstd;
         if (s->training) {
             /* dx = g * (dy - mean(dy) - xhat * mean(dy*xhat)) with xhat = (x - mean)*invstd */
-            double m = (double)s->N * HW;
+            const double m = s->m;
             const float a = (float)(sdy / m), bcoef = (float)(sdy_xhat / m * invstd);
             for (int n = 0; n < s->N; n++) {
                 const float *dyi = k->dy + c * HW + n * CHW, *xi = k->x + c * HW + n * CHW;
@@ -171,6 +265,14 @@ static int batchnorm2d_backward(Tape *t, TapeNode *node) {
     k.dbeta = tape_grad_of(t, beta);
     if ((x->requires_grad && !k.dx) || (gamma->requires_grad && !k.dgamma) || (beta->requires_grad && !k.dbeta))
         return -1;
+    if (s->synced) {
+        /* dgamma and dbeta stay this process's share (the gradient allreduce adds them up);
+           dx needs the sums over the whole batch */
+        if (!(k.acc = tape_alloc(t, 2 * (size_t)s->C * sizeof(double)))) return -1;
+        parallel_for((size_t)s->C, channel_chunk(s), bn_backward_sum_channels, &k);
+        if (!sync_fn) return gelan_error("batchnorm2d: synced forward, but the sync hook was removed before backward");
+        if (sync_fn(sync_ctx, k.acc, 2 * (size_t)s->C)) return sync_failed("gradient sums");
+    }
     parallel_for((size_t)s->C, channel_chunk(s), bn_backward_channels, &k);
     return 0;
 }
@@ -216,7 +318,12 @@ Tensor *op_batchnorm2d(Tape *t, Tensor *x, Tensor *gamma, Tensor *beta, Tensor *
     if (tape_wants_grad(t, in, 3) &&
         !tape_record(t, "batchnorm2d", y, in, 3, batchnorm2d_backward, sizeof *s, (void **)&s))
         return NULL;
-    *s = (BnSaved){.N = x->shape[0], .C = x->shape[1], .HW = x->shape[2] * x->shape[3], .training = training};
+    *s = (BnSaved){.N = x->shape[0],
+                   .C = x->shape[1],
+                   .HW = x->shape[2] * x->shape[3],
+                   .training = training,
+                   .synced = training && sync_fn};
+    s->m = (double)s->N * s->HW;
     s->mean = tape_alloc(t, 3 * (size_t)s->C * sizeof(float));
     if (!s->mean) return NULL;
     s->mean_lo = s->mean + s->C;
@@ -231,6 +338,7 @@ Tensor *op_batchnorm2d(Tape *t, Tensor *x, Tensor *gamma, Tensor *beta, Tensor *
                .run_var = running_var ? running_var->data : NULL,
                .eps = eps,
                .momentum = momentum};
+    if (s->synced && bn_sync_stats(t, &k)) return NULL;
     parallel_for((size_t)s->C, channel_chunk(s), bn_forward_channels, &k);
     return y;
 }

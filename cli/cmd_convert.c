@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "train/checkpoint.h" /* first: see its note on nn/model.h */
 #include "nn/convert.h"
+#include "nn/quant.h"
 #include "tensor/error.h"
 #include "tensor/json.h"
 #include "train/dataset.h"
@@ -55,6 +56,9 @@ static void print_mapping(const Model *src, const int *old_of, int n) {
     }
     printf("\n");
 }
+
+/* QatTensorRead over the checkpoint. */
+static int read_ckpt_tensor(void *ctx, const char *name, Tensor *dst) { return ckpt_read_tensor(ctx, name, dst); }
 
 int cmd_convert(int argc, char **argv) {
     const char *weights = NULL, *cfg = NULL, *out = NULL, *data = NULL;
@@ -116,6 +120,15 @@ int cmd_convert(int argc, char **argv) {
         printf("single branch: %d layers, %s parameters\n", single->nlayers,
                with_commas(model_num_params(single), b, sizeof b));
     }
+    /* a quantized checkpoint (QAT or `gelan quantize`): the same convs quantized in the
+       single-branch model, with the source's observer state */
+    int nquant = 0;
+    if (!rc) {
+        rc = convert_qat_enable(single, src, old_of, n, read_ckpt_tensor, ck, &nquant);
+        if (!rc && nquant) printf("quantized: %d int8 convs (qat.* state)\n", nquant);
+        if (!rc && nquant && no_fuse)
+            rc = gelan_error("--no-fuse of a quantized checkpoint would drop its qat.* state; convert it fused");
+    }
     model_free(src);
     src = NULL;
     ConvertMeta meta = {names, weights, use_ema ? "ema" : "model"};
@@ -123,7 +136,8 @@ int cmd_convert(int argc, char **argv) {
         rc = convert_save_single(single, &meta, out);
         if (!rc) printf("wrote %s (single-branch checkpoint, cfg in its metadata)\n", out);
     } else if (!rc) {
-        rc = model_fuse(single);
+        /* quantized: fold with the fake quant's own float operations (nn/quant.h) */
+        rc = nquant ? model_qat_fold(single) : model_fuse(single);
         if (!rc) rc = convert_graph(single, &g);
         if (!rc) rc = convert_save_infer(single, &g, &meta, out);
         if (!rc) {

@@ -1,8 +1,11 @@
 /* gelan train: the official training recipe (train/trainer.h) with a progress
- * bar per epoch and one summary line per epoch after validation. */
+ * bar per epoch and one summary line per epoch after validation. Under mpirun
+ * (docs/MPI.md) every rank trains its shard of each batch and rank 0 prints;
+ * an error on any rank ends them all. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -10,11 +13,13 @@
 #include "tensor/blas.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
+#include "train/dist.h"
 #include "train/trainer.h"
 
 static const char *USAGE =
     "gelan train --cfg CFG|--weights W --data D [--hyp H --epochs N --batch N --img N --threads N --name NAME "
-    "--seed N --resume --workers N --close-mosaic N --cos-lr --optimizer SGD|AdamW --exist-ok]";
+    "--seed N --resume --workers N --close-mosaic N --cos-lr --optimizer SGD|AdamW --exist-ok --qat --exclude L,... "
+    "--sync-bn --dist-check N --dist-timeout S]";
 
 typedef struct {
     Progress bar, vbar;
@@ -29,6 +34,9 @@ static void on_start(void *ctx, const TrainStartInfo *s) {
     if (s->transfer_total) printf("transferred %d/%d items from --weights\n", s->transferred, s->transfer_total);
     printf("data: %d train images, %d val images; %ld batches per epoch, accumulate %d, warmup %ld iterations\n",
            s->train_images, s->val_images, s->nb, s->accumulate, s->nw);
+    if (s->ranks > 1)
+        printf("data-parallel: %d ranks, each a 1/%d shard of every batch, %d threads each, BN statistics %s\n",
+               s->ranks, s->ranks, pool_threads(), s->sync_bn ? "over all ranks (--sync-bn)" : "per rank");
     printf("logging results to %s, epochs %d..%d\n", s->dir, s->start_epoch, s->epochs - 1);
     fflush(stdout);
 }
@@ -80,7 +88,8 @@ int cmd_train(int argc, char **argv) {
     TrainOptions o;
     train_options_default(&o);
     const char *optimizer = "SGD", *seed_text = NULL;
-    int threads = 0;
+    int threads = 0, dist_check = 0;
+    float dist_timeout = 0;
     bool cos_lr = false;
     ArgSpec specs[] = {
         {"--cfg", ARG_STR, &o.cfg, "CFG: model YAML (configs/models/...)"},
@@ -103,6 +112,12 @@ int cmd_train(int argc, char **argv) {
         {"--optimizer", ARG_STR, &optimizer, "SGD|AdamW (default SGD)"},
         {"--noval", ARG_FLAG, &o.noval, "validate only after the last epoch"},
         {"--max-batches", ARG_INT, &o.max_batches, "N: use only the first N batches of every epoch (quick runs)"},
+        {"--qat", ARG_FLAG, &o.qat, "quantization-aware training (fake int8) from --weights (docs/QUANTIZATION.md)"},
+        {"--exclude", ARG_STR, &o.qat_exclude, "L,...: with --qat, convs that stay float (7, 22.cv3, first, head-out)"},
+        {"--sync-bn", ARG_FLAG, &o.sync_bn, "under mpirun: BN statistics over the global batch (default per rank)"},
+        {"--dist-check", ARG_INT, &dist_check, "N: under mpirun, check every N optimizer steps that ranks agree"},
+        {"--dist-timeout", ARG_FLOAT, &dist_timeout,
+         "S: under mpirun, fail when a rank makes no progress for S seconds (default GELAN_DIST_TIMEOUT or 300)"},
     };
     int nspecs = (int)(sizeof specs / sizeof specs[0]);
     int rc = args_parse(argc, argv, USAGE, specs, nspecs, NULL, 0, NULL);
@@ -114,10 +129,13 @@ int cmd_train(int argc, char **argv) {
         why = "give --cfg or --weights";
     else if (o.epochs < 1 || o.batch < 1 || o.nbs < 1 || o.img < 32)
         why = "--epochs, --batch, --nbs must be >= 1, --img >= 32";
-    else if (threads < 0 || o.workers < 0 || o.close_mosaic < 0 || o.max_batches < 0)
+    else if (threads < 0 || o.workers < 0 || o.close_mosaic < 0 || o.max_batches < 0 || dist_check < 0 ||
+             dist_timeout < 0)
         why = "negative count";
     else if (strcmp(optimizer, "SGD") && strcmp(optimizer, "AdamW"))
         why = "--optimizer is SGD or AdamW";
+    else if (o.qat_exclude && !o.qat)
+        why = "--exclude is an option of --qat";
     if (seed_text) {
         char *end;
         unsigned long long s = strtoull(seed_text, &end, 10);
@@ -131,13 +149,31 @@ int cmd_train(int argc, char **argv) {
     }
     o.optimizer = strcmp(optimizer, "AdamW") ? OPTIM_SGD : OPTIM_ADAMW;
     o.lr_shape = cos_lr ? LR_COSINE : LR_LINEAR;
+    o.dist_check = dist_check;
+    if (dist_init()) {
+        cli_fail("train");
+        dist_abort(1); /* MPI may be half started: end every rank */
+        return 1;
+    }
+    if (dist_timeout > 0) dist_set_timeout(dist_timeout);
+    const bool root = dist_rank() == 0;
+    /* ranks sharing a machine share its cores */
+    if (!threads && dist_local_size() > 1 && !getenv("GELAN_THREADS")) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores / dist_local_size() > 1 ? (int)(cores / dist_local_size()) : 1;
+    }
     pool_init(threads);
     blas_set_threads(pool_threads());
     TrainUi ui = {0};
     TrainCallbacks cb = {on_start, on_epoch_start, on_batch, on_val, on_epoch, &ui};
     TrainResult res;
-    rc = train_run(&o, &cb, &res);
-    if (!rc) {
+    rc = train_run(&o, root ? &cb : NULL, &res);
+    if (rc && dist_size() > 1) { /* name the rank, then end every rank: the others may wait for this one */
+        fprintf(stderr, "gelan train: rank %d of %d: %s\n", dist_rank(), dist_size(), gelan_last_error());
+        fflush(stderr);
+        dist_abort(1);
+    }
+    if (!rc && root) {
         printf(
             "%d epoch%s completed; best fitness %.4f\nresults: %s/results.csv, %s/results.svg\nweights: "
             "%s/last.safetensors, %s/best.safetensors\n",
@@ -145,5 +181,6 @@ int cmd_train(int argc, char **argv) {
     }
     map_result_free(&res.last_val);
     pool_shutdown();
+    if (!rc) dist_finalize();
     return rc ? cli_fail("train") : 0;
 }

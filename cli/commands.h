@@ -16,5 +16,11 @@ int cmd_train(int argc, char **argv);
 int cmd_val(int argc, char **argv);
 int cmd_detect(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_graph(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_importance(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 
 #endif

@@ -11,7 +11,13 @@ static const Command commands[] = {
     {"val", cmd_val, "validation table and mAP of a checkpoint, or of a COCO-format detections file"},
     {"detect", cmd_detect, "boxes on images: one line per box and annotated images"},
     {"convert", cmd_convert, "drop the PGI auxiliary branches, re-map to one head, fuse: an inference model"},
+    {"quantize", cmd_quantize, "post-training quantization: calibrate on images, per-layer report, quantized weights"},
+    {"export", cmd_export, "the fused inference model as ONNX (opset 17, dynamic batch and image size)"},
+    {"importance", cmd_importance, "conv and filter importance tables (L2, L1, |BN gamma|), lowest first"},
+    {"prune", cmd_prune, "remove low-importance filters through every block: a smaller model that trains and runs"},
     {"trace", cmd_trace, "run a model on an input file and write every layer's output (and gradients)"},
+    {"graph", cmd_graph, "draw a model (SVG or Graphviz DOT): main branch, auxiliary branch, detection levels"},
+    {"inspect", cmd_inspect, "tensors and metadata of a safetensors file (traces, checkpoints, golden files)"},
 };
 
 static void usage(FILE *f) {

@@ -19,8 +19,8 @@
 typedef struct {
     const char *name;
     int min_in, max_in, min_out, max_out;
-    const char *keys[10]; /* allowed keys, NULL-terminated */
-    const char *required[4];
+    const char *keys[14]; /* allowed keys, NULL-terminated */
+    const char *required[8];
 } OpSpec;
 
 static const OpSpec SPECS[] = {
@@ -32,6 +32,14 @@ static const OpSpec SPECS[] = {
     [OP_SPLIT] = {"split", 1, 1, 1, GRAPH_MAX_LIST, {"sizes"}, {"sizes"}},
     [OP_ADD] = {"add", 2, 2, 1, 1, {NULL}, {NULL}},
     [OP_DETECT] = {"detect", 1, GRAPH_MAX_LIST, 1, 1, {"nc", "reg_max", "strides"}, {"nc", "strides"}},
+    /* int8 conv (infer/qconv.h): w int8 codes, ws their per-channel scales, input scale sx, zero point zp */
+    [OP_QCONV] = {"qconv",
+                  1,
+                  1,
+                  1,
+                  1,
+                  {"c", "k", "s", "p", "d", "g", "act", "alpha", "w", "b", "ws", "sx", "zp"},
+                  {"c", "k", "w", "ws", "sx", "zp"}},
 };
 #define NOPS ((int)(sizeof SPECS / sizeof *SPECS))
 
@@ -143,9 +151,17 @@ static int parse_key(GraphNode *n, const char *key, char *val, int line) {
         if (parse_float(val, &n->alpha)) return LINE_ERR("%s: alpha=%s is not a number", op, val);
         return 0;
     }
-    if (!strcmp(key, "w") || !strcmp(key, "b")) {
+    if (!strcmp(key, "zp")) {
+        if (parse_int(val, 0, 255, &n->zp)) return LINE_ERR("%s: zp=%s is not an integer in [0, 255]", op, val);
+        return 0;
+    }
+    if (!strcmp(key, "sx")) {
+        if (parse_float(val, &n->sx) || !(n->sx > 0)) return LINE_ERR("%s: sx=%s is not a positive number", op, val);
+        return 0;
+    }
+    if (!strcmp(key, "w") || !strcmp(key, "b") || !strcmp(key, "ws")) {
         if (!valid_name(val)) return LINE_ERR("%s: %s=%s is not a tensor name", op, key, val);
-        char **dst = key[0] == 'w' ? &n->w : &n->b;
+        char **dst = !strcmp(key, "ws") ? &n->ws : key[0] == 'w' ? &n->w : &n->b;
         *dst = strdup(val);
         return *dst ? 0 : gelan_error("graph: out of memory");
     }
@@ -178,8 +194,10 @@ static int parse_key(GraphNode *n, const char *key, char *val, int line) {
 static int check_node(GraphNode *n, int seen_alpha, int seen_s, int seen_p, int line) {
     switch (n->op) {
         case OP_CONV:
-            if (n->c % n->g) return LINE_ERR("conv: c=%d is not divisible by g=%d", n->c, n->g);
-            if (seen_alpha && n->act != ACT_LEAKY) return LINE_ERR("conv: alpha=%g needs act=leakyrelu", n->alpha);
+        case OP_QCONV:
+            if (n->c % n->g) return LINE_ERR("%s: c=%d is not divisible by g=%d", SPECS[n->op].name, n->c, n->g);
+            if (seen_alpha && n->act != ACT_LEAKY)
+                return LINE_ERR("%s: alpha=%g needs act=leakyrelu", SPECS[n->op].name, n->alpha);
             if (!seen_p) n->p = (n->d * (n->k - 1) + 1) / 2; /* the official autopad */
             break;
         case OP_MAXPOOL:
@@ -269,7 +287,7 @@ static int parse_line(Graph *g, char *text, const char *orig, int line) {
         *eq = '\0';
         const char *key = tok[i];
         int allowed = 0;
-        for (int j = 0; j < 10 && spec->keys[j]; j++) allowed |= !strcmp(spec->keys[j], key);
+        for (int j = 0; j < 14 && spec->keys[j]; j++) allowed |= !strcmp(spec->keys[j], key);
         if (!allowed) return LINE_ERR("%s: unknown key '%.40s'", spec->name, key);
         for (int j = 0; j < nseen; j++)
             if (!strcmp(seen_keys[j], key)) return LINE_ERR("%s: key '%s' given twice", spec->name, key);
@@ -279,7 +297,7 @@ static int parse_line(Graph *g, char *text, const char *orig, int line) {
         seen_s |= !strcmp(key, "s");
         seen_p |= !strcmp(key, "p");
     }
-    for (int j = 0; j < 4 && spec->required[j]; j++) {
+    for (int j = 0; j < 8 && spec->required[j]; j++) {
         int found = 0;
         for (int i = 0; i < nseen; i++) found |= !strcmp(seen_keys[i], spec->required[j]);
         if (!found) return LINE_ERR("%s: missing key '%s'", spec->name, spec->required[j]);
@@ -338,6 +356,7 @@ void graph_free(Graph *g) {
         free(g->nodes[i].text);
         free(g->nodes[i].w);
         free(g->nodes[i].b);
+        free(g->nodes[i].ws);
     }
     for (int i = 0; i < g->nvalues; i++) free(g->values[i].name);
     free(g->nodes);

@@ -9,7 +9,7 @@
 #ifndef GELAN_INFER_GRAPH_H
 #define GELAN_INFER_GRAPH_H
 
-typedef enum { OP_CONV, OP_MAXPOOL, OP_AVGPOOL, OP_UPSAMPLE, OP_CONCAT, OP_SPLIT, OP_ADD, OP_DETECT } OpType;
+typedef enum { OP_CONV, OP_MAXPOOL, OP_AVGPOOL, OP_UPSAMPLE, OP_CONCAT, OP_SPLIT, OP_ADD, OP_DETECT, OP_QCONV } OpType;
 
 #define GRAPH_MAX_LIST 64 /* inputs, outputs or list items of one node */
 
@@ -27,7 +27,10 @@ typedef struct {
     int nsizes, sizes[GRAPH_MAX_LIST];
     int nc, reg_max, nstrides;
     float strides[GRAPH_MAX_LIST];
-    char *w, *b; /* weight and bias tensor names (conv) */
+    char *w, *b; /* weight and bias tensor names (conv, qconv) */
+    char *ws;    /* qconv: per-output-channel weight scales (w holds the int8 codes) */
+    float sx;    /* qconv: input scale s_x */
+    int zp;      /* qconv: input zero point, 0..255 */
 } GraphNode;
 
 typedef struct {

@@ -19,6 +19,7 @@
 #include "infer/graph.h"
 #include "infer/infer.h"
 #include "infer/ops.h"
+#include "infer/qconv.h"
 #include "tensor/error.h"
 #include "tensor/json.h"
 #include "tensor/pool.h"
@@ -42,7 +43,9 @@ struct InferModel {
     Graph g;
     const InferKernels *kern;
     ConvLayer *conv; /* per node; used by conv nodes */
-    int *vc;         /* channels of each value */
+    QConv *qconv;    /* per node; used by qconv nodes */
+    int nqconv;
+    int *vc; /* channels of each value */
     int in_c, out_value;
     size_t params;
     char **names;
@@ -55,6 +58,8 @@ struct InferModel {
     float *arena, *scratch, *outbuf;
     size_t scratch_per_thread;
     int scratch_threads;
+    void *qscratch; /* the largest qconv_scratch_bytes of the plan (it sizes per-thread buffers itself) */
+    int qscratch_threads;
     const float *input;
     InferShape oshape;
     int profile;
@@ -107,6 +112,55 @@ static int check_conv(InferModel *m, int i, InferLookup lookup, void *ctx) {
     return 0;
 }
 
+/* A qconv node: int8 codes w (read as floats, integers in [-127, 127]), per-channel
+ * scales ws, fp32 bias b, input scale sx and zero point zp -> qconv_init. */
+static int check_qconv(InferModel *m, int i, InferLookup lookup, void *ctx) {
+    GraphNode *n = &m->g.nodes[i];
+    int cin = m->vc[n->in[0]];
+    if (cin % n->g)
+        return NODE_ERR(n, "input '%s' has %d channels, not divisible by g=%d", m->g.values[n->in[0]].name, cin, n->g);
+    InferTensor w, ws, b;
+    if (lookup(ctx, n->w, &w)) return NODE_ERR(n, "weight tensor '%s' not found", n->w);
+    int64_t want[4] = {n->c, cin / n->g, n->k, n->k};
+    int ok = w.ndim == 4;
+    for (int d = 0; d < 4 && ok; d++) ok = w.shape[d] == want[d];
+    if (!ok) {
+        char got[96];
+        shape_str(got, sizeof got, &w);
+        return NODE_ERR(n, "weight '%s' has shape %s, expected [%d,%d,%d,%d]", n->w, got, n->c, cin / n->g, n->k, n->k);
+    }
+    if (lookup(ctx, n->ws, &ws)) return NODE_ERR(n, "weight scale tensor '%s' not found", n->ws);
+    if (ws.ndim != 1 || ws.shape[0] != n->c) return NODE_ERR(n, "weight scales '%s' are not [%d]", n->ws, n->c);
+    const float *bias = NULL;
+    if (n->b) {
+        if (lookup(ctx, n->b, &b)) return NODE_ERR(n, "bias tensor '%s' not found", n->b);
+        if (b.ndim != 1 || b.shape[0] != n->c) return NODE_ERR(n, "bias '%s' is not [%d]", n->b, n->c);
+        bias = b.data;
+        m->params += (size_t)n->c;
+    }
+    size_t nw = (size_t)n->c * (cin / n->g) * n->k * n->k;
+    int8_t *wq = malloc(nw ? nw : 1);
+    if (!wq) return gelan_error("infer: out of memory");
+    for (size_t j = 0; j < nw; j++) {
+        float v = w.data[j];
+        if (!(v >= -127 && v <= 127) || v != (float)(int)v) {
+            free(wq);
+            return NODE_ERR(n, "weight '%s'[%zu] = %g is not an int8 code in [-127, 127]", n->w, j, v);
+        }
+        wq[j] = (int8_t)v;
+    }
+    m->params += nw;
+    int rc = qconv_init(&m->qconv[i], qconv_kernels(), cin, n->c, n->k, n->s, n->p, n->d, n->g, n->act, n->alpha, wq,
+                        ws.data, bias, n->sx, n->zp);
+    free(wq);
+    if (rc) {
+        gelan_error_prefix("graph line %d", n->line);
+        return -1;
+    }
+    m->nqconv++;
+    return 0;
+}
+
 /* Channel counts of every value, weight shapes, packing. */
 static int check_graph(InferModel *m, InferLookup lookup, void *ctx) {
     Graph *g = &m->g;
@@ -114,7 +168,7 @@ static int check_graph(InferModel *m, InferLookup lookup, void *ctx) {
     for (int i = 0; i < g->nnodes; i++) {
         GraphNode *n = &g->nodes[i];
         InferTensor w;
-        if (n->op == OP_CONV && n->in[0] == 0 && !lookup(ctx, n->w, &w) && w.ndim == 4) {
+        if ((n->op == OP_CONV || n->op == OP_QCONV) && n->in[0] == 0 && !lookup(ctx, n->w, &w) && w.ndim == 4) {
             m->in_c = (int)w.shape[1] * n->g;
             break;
         }
@@ -131,6 +185,10 @@ static int check_graph(InferModel *m, InferLookup lookup, void *ctx) {
         switch (n->op) {
             case OP_CONV:
                 if (check_conv(m, i, lookup, ctx)) return -1;
+                m->vc[n->out[0]] = n->c;
+                break;
+            case OP_QCONV:
+                if (check_qconv(m, i, lookup, ctx)) return -1;
                 m->vc[n->out[0]] = n->c;
                 break;
             case OP_MAXPOOL:
@@ -196,8 +254,9 @@ InferModel *infer_model_build(const char *graph, const char *names_json, InferLo
     m->kern = infer_kernels();
     if (graph_parse(graph, &m->g)) return free(m), NULL;
     m->conv = calloc((size_t)m->g.nnodes, sizeof *m->conv);
+    m->qconv = calloc((size_t)m->g.nnodes, sizeof *m->qconv);
     m->vc = calloc((size_t)m->g.nvalues, sizeof *m->vc);
-    if (!m->conv || !m->vc) {
+    if (!m->conv || !m->qconv || !m->vc) {
         gelan_error("infer: out of memory");
         infer_model_free(m);
         return NULL;
@@ -260,8 +319,8 @@ InferModel *infer_model_load(const char *path) {
 }
 
 static void free_plan(InferModel *m) {
-    free(m->vp), free(m->st), free(m->arena), free(m->scratch), free(m->outbuf);
-    m->vp = NULL, m->st = NULL, m->arena = m->scratch = m->outbuf = NULL;
+    free(m->vp), free(m->st), free(m->arena), free(m->scratch), free(m->outbuf), free(m->qscratch);
+    m->vp = NULL, m->st = NULL, m->arena = m->scratch = m->outbuf = NULL, m->qscratch = NULL;
     m->planned = 0;
 }
 
@@ -269,7 +328,10 @@ void infer_model_free(InferModel *m) {
     if (!m) return;
     free_plan(m);
     for (int i = 0; m->conv && i < m->g.nnodes; i++) conv_free(&m->conv[i]);
+    for (int i = 0; m->qconv && i < m->g.nnodes; i++)
+        if (m->g.nodes[i].op == OP_QCONV) qconv_free(&m->qconv[i]);
     free(m->conv);
+    free(m->qconv);
     free(m->vc);
     for (int i = 0; i < m->nnames; i++) free(m->names[i]);
     free(m->names);
@@ -288,9 +350,10 @@ static int infer_shapes(const InferModel *m, int h, int w, int *vh, int *vw) {
         int ih = vh[n->in[0]], iw = vw[n->in[0]], oh = ih, ow = iw;
         switch (n->op) {
             case OP_CONV:
+            case OP_QCONV:
             case OP_MAXPOOL:
             case OP_AVGPOOL: {
-                int d = n->op == OP_CONV ? n->d : 1;
+                int d = n->op == OP_CONV || n->op == OP_QCONV ? n->d : 1;
                 oh = conv_out_size(ih, n->k, n->s, n->p, d), ow = conv_out_size(iw, n->k, n->s, n->p, d);
                 if (oh <= 0 || ow <= 0)
                     return NODE_ERR(n, "input %dx%d is too small for k=%d s=%d p=%d", ih, iw, n->k, n->s, n->p);
@@ -332,7 +395,7 @@ double infer_model_flops(const InferModel *m, int h, int w) {
         f = 0;
         for (int i = 0; i < m->g.nnodes; i++) {
             const GraphNode *n = &m->g.nodes[i];
-            if (n->op != OP_CONV) continue;
+            if (n->op != OP_CONV && n->op != OP_QCONV) continue;
             double macs = (double)n->c * (m->vc[n->in[0]] / n->g) * n->k * n->k * vh[n->out[0]] * vw[n->out[0]];
             f += 2 * macs;
         }
@@ -465,6 +528,18 @@ static int plan(InferModel *m, int n, int h, int w) {
     }
     m->scratch_threads = pool_threads();
     m->scratch = malloc((m->scratch_per_thread * m->scratch_threads + 1) * sizeof(float));
+    size_t qbytes = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        if (g->nodes[i].op != OP_QCONV) continue;
+        size_t b = qconv_scratch_bytes(&m->qconv[i], n, vh[g->nodes[i].in[0]], vw[g->nodes[i].in[0]]);
+        if (b > qbytes) qbytes = b;
+    }
+    m->qscratch_threads = pool_threads();
+    m->qscratch = qbytes ? aligned_alloc(64, (qbytes + 63) / 64 * 64) : NULL;
+    if (qbytes && !m->qscratch) {
+        rc = gelan_error("infer: out of memory for int8 conv scratch (%zu MB)", qbytes >> 20);
+        goto done;
+    }
     size_t out_floats = (size_t)n * m->vc[m->out_value] * vh[m->out_value] * vw[m->out_value];
     m->outbuf = malloc((out_floats ? out_floats : 1) * sizeof(float));
     if (!m->arena || !m->scratch || !m->outbuf) {
@@ -487,7 +562,9 @@ done:
 
 int infer_model_prepare(InferModel *m, int n, int h, int w, InferShape *out) {
     if (n <= 0 || h <= 0 || w <= 0) return gelan_error("infer: bad input size n=%d h=%d w=%d", n, h, w);
-    if (!(m->planned && m->pn == n && m->ph == h && m->pw == w) && plan(m, n, h, w)) return -1;
+    /* qconv scratch holds per-thread buffers: a grown pool needs a new plan */
+    int q_stale = m->nqconv && m->qscratch_threads != pool_threads();
+    if (!(m->planned && m->pn == n && m->ph == h && m->pw == w && !q_stale) && plan(m, n, h, w)) return -1;
     if (m->scratch_threads < pool_threads()) { /* the pool grew since planning */
         float *s = realloc(m->scratch, (m->scratch_per_thread * pool_threads() + 1) * sizeof(float));
         if (!s) return gelan_error("infer: out of memory for conv scratch");
@@ -512,12 +589,18 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static void run_node(InferModel *m, int i) {
+static int run_node(InferModel *m, int i) {
     const GraphNode *n = &m->g.nodes[i];
     Map in = value_map(m, n->in[0]), out = value_map(m, n->out[0]);
     switch (n->op) {
         case OP_CONV:
             conv_run(&m->conv[i], &in, &out, m->scratch);
+            break;
+        case OP_QCONV:
+            if (qconv_forward(&m->qconv[i], in.p, in.bstride, in.n, in.h, in.w, out.p, out.bstride, m->qscratch)) {
+                gelan_error_prefix("graph line %d", n->line);
+                return -1;
+            }
             break;
         case OP_MAXPOOL:
             maxpool_run(&in, &out, n->k, n->s, n->p);
@@ -550,6 +633,7 @@ static void run_node(InferModel *m, int i) {
             break;
         }
     }
+    return 0;
 }
 
 const float *infer_model_run(InferModel *m, const float *input, int n, int c, int h, int w, InferShape *out) {
@@ -558,7 +642,7 @@ const float *infer_model_run(InferModel *m, const float *input, int n, int c, in
     m->input = input;
     for (int i = 0; i < m->g.nnodes; i++) {
         double t0 = m->profile ? now() : 0;
-        run_node(m, i);
+        if (run_node(m, i)) return NULL;
         if (m->profile) m->prof[i] += now() - t0;
     }
     /* the result as one contiguous array (it may be a view inside a larger map) */

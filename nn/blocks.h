@@ -192,6 +192,19 @@ typedef struct Block {
     } u;
 } Block;
 
+/* ---- pruned widths (nn/model.c; docs/FORMATS.md "Pruned widths") -------------
+ * A row of a pruned model's YAML may end its arguments with a list of
+ * [path, channels] pairs (path relative to the row's model.N, '.' = the row's
+ * own module). While model_build builds that row, the conv modules it names get
+ * that many output channels instead of the count derived from the arguments:
+ * conv_new and repconvn_new (by their prefix) and the ShuffleNetV2 convs (by
+ * their name) ask here; every input width follows from what actually feeds it.
+ * Returns dflt when the row names no width for prefix (always, outside a build). */
+int model_width_override(const char *prefix, int dflt);
+/* Whether a YAML value is such a list of [path, channels] pairs. */
+struct CfgValue;
+bool model_is_width_list(const struct CfgValue *v);
+
 /* ---- units (nn/conv.c) ------------------------------------------------------ */
 
 /* Creates and registers a unit with fresh PyTorch-like initialisation (conv:

@@ -115,6 +115,7 @@ void model_units_free(Model *m) {
 
 ConvUnit *conv_new(Model *m, const char *prefix, int c1, int c2, int k, int s, int p, int g, Act act) {
     char name[300], bn[300];
+    c2 = model_width_override(prefix, c2); /* a pruned model's width */
     snprintf(name, sizeof name, "%s.conv", prefix);
     snprintf(bn, sizeof bn, "%s.bn", prefix);
     ConvUnit *u = unit_new(m, name, bn, c1, c2, k, s, p < 0 ? k / 2 : p, g, false, act);
@@ -175,10 +176,16 @@ RepConvN *repconvn_new(Model *m, const char *prefix, int c1, int c2, Act act) {
     }
     m->reps[m->nreps++] = r; /* owned by the model from here on */
     r->act = act;
+    c2 = model_width_override(prefix, c2); /* both branches: their outputs are summed */
     snprintf(name, sizeof name, "%s.conv1", prefix);
     r->conv1 = conv_new(m, name, c1, c2, 3, 1, 1, 1, none);
     snprintf(name, sizeof name, "%s.conv2", prefix);
     r->conv2 = r->conv1 ? conv_new(m, name, c1, c2, 1, 1, 0, 1, none) : NULL;
+    if (r->conv2 && r->conv1->c2 != r->conv2->c2) {
+        gelan_error("%s: RepConvN branches conv1 and conv2 have %d and %d output channels; they are summed", prefix,
+                    r->conv1->c2, r->conv2->c2);
+        return NULL;
+    }
     return r->conv2 ? r : NULL;
 }
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/quant.h"
 #include "tensor/error.h"
 #include "tensor/json.h"
 #include "tensor/safetensors.h"
@@ -214,6 +215,37 @@ static void yaml_from(Text *t, const Model *m, const Plan *p, int i, int j, int 
         text_add(t, "%d", ns);
 }
 
+/* The head's arguments. A pruned model's width overrides (nn/blocks.h) name
+ * the head's convs: those of the main head move to cv2/cv3 with it, the
+ * auxiliary heads' are dropped with them. */
+static void detect_args(Text *t, const CfgValue *args, int nheads) {
+    const CfgValue *w = args->n && model_is_width_list(&args->items[args->n - 1]) ? &args->items[args->n - 1] : NULL;
+    if (!w || nheads == 1) {
+        yaml_value(t, args);
+        return;
+    }
+    text_add(t, "[");
+    for (int i = 0; i < args->n - 1; i++) {
+        yaml_value(t, &args->items[i]);
+        text_add(t, ", ");
+    }
+    text_add(t, "[");
+    char box[16], cls[16];
+    int nb = snprintf(box, sizeof box, "cv%d.", 2 + 2 * (nheads - 1));
+    int nc = snprintf(cls, sizeof cls, "cv%d.", 3 + 2 * (nheads - 1));
+    bool first = true;
+    for (int i = 0; i < w->n; i++) {
+        const CfgValue *k = &w->items[i].items[0];
+        if (k->kind != CV_STR) continue;
+        bool is_box = !strncmp(k->str, box, (size_t)nb), is_cls = !strncmp(k->str, cls, (size_t)nc);
+        if (!is_box && !is_cls) continue;
+        text_add(t, "%s['cv%d.%s', %ld]", first ? "" : ", ", is_box ? 2 : 3, k->str + (is_box ? nb : nc),
+                 w->items[i].items[1].ival);
+        first = false;
+    }
+    text_add(t, "]]");
+}
+
 static void yaml_row(Text *t, const Model *m, const ModelCfg *cfg, const Plan *p, int j) {
     int i = p->old_of[j];
     if (i < 0) {
@@ -232,7 +264,7 @@ static void yaml_row(Text *t, const Model *m, const ModelCfg *cfg, const Plan *p
             yaml_from(t, m, p, i, j, k);
         }
         text_add(t, "], %ld, DDetect, ", row->number);
-        yaml_value(t, &row->args);
+        detect_args(t, &row->args, d->nheads);
         if (d->nheads == 1)
             text_add(t, "],  # %d <- %d\n", j, i);
         else
@@ -372,6 +404,34 @@ Model *convert_single_branch(const Model *src, const char *name) {
     return dst;
 }
 
+typedef struct {
+    const Model *src;
+    const int *old_of;
+    int n;
+    int (*read)(void *ctx, const char *name, Tensor *dst);
+    void *ctx;
+} QatSource;
+
+/* qat.NAME.LEAF of the converted model <- qat.SRC.LEAF, SRC.weight the source of NAME.weight. */
+static int read_qat_source(void *ctx, const char *name, Tensor *dst) {
+    const QatSource *q = ctx;
+    const char *leaf = strrchr(name, '.');
+    char weight[512], src[512], file[600];
+    if (strncmp(name, "qat.", 4) || !leaf || leaf - name <= 4) return gelan_error("convert: bad qat name %s", name);
+    snprintf(weight, sizeof weight, "%.*s.weight", (int)(leaf - name - 4), name + 4);
+    if (convert_source_name(q->src, q->old_of, q->n, weight, src, sizeof src)) return -1;
+    size_t len = strlen(src);
+    if (len < 7 || strcmp(src + len - 7, ".weight")) return gelan_error("convert: %s maps to %s", weight, src);
+    snprintf(file, sizeof file, "qat.%.*s%s", (int)(len - 7), src, leaf);
+    return q->read(q->ctx, file, dst);
+}
+
+int convert_qat_enable(Model *dst, const Model *src, const int *old_of, int nlayers,
+                       int (*read)(void *ctx, const char *name, Tensor *dst), void *ctx, int *count) {
+    QatSource q = {src, old_of, nlayers, read, ctx};
+    return model_qat_enable_from(dst, read_qat_source, &q, count);
+}
+
 /* ---- the inference graph ---------------------------------------------------------- */
 typedef struct {
     Text t;
@@ -379,7 +439,10 @@ typedef struct {
     char (*vals)[32]; /* value names; id -1 is `input` */
     int nvals, capv;
     GraphTensor *tens;
+    unsigned char *int8; /* per tensor (capt entries) */
     int ntens, capt;
+    void **own; /* qconv codes and scales */
+    int nown, capown;
     int rc;
 } Emit;
 
@@ -404,13 +467,16 @@ static void add_tensor(Emit *E, const char *name, const Tensor *t) {
     if (E->ntens == E->capt) {
         int cap = E->capt ? 2 * E->capt : 256;
         GraphTensor *g = realloc(E->tens, (size_t)cap * sizeof *g);
-        if (!g) {
+        if (g) E->tens = g;
+        unsigned char *i8 = g ? realloc(E->int8, (size_t)cap) : NULL;
+        if (!i8) {
             E->rc = gelan_error("convert: out of memory");
             return;
         }
-        E->tens = g;
+        E->int8 = i8;
         E->capt = cap;
     }
+    E->int8[E->ntens] = 0;
     GraphTensor *g = &E->tens[E->ntens++];
     snprintf(g->name, sizeof g->name, "%s", name);
     g->ndim = t->ndim;
@@ -443,12 +509,72 @@ static const char *act_name(ActKind k) {
     return "none";
 }
 
+/* A buffer the graph keeps (freed by convert_graph_free); NULL with E->rc set. */
+static void *own_alloc(Emit *E, size_t bytes) {
+    if (E->nown == E->capown) {
+        int cap = E->capown ? 2 * E->capown : 64;
+        void **o = realloc(E->own, (size_t)cap * sizeof *o);
+        if (!o) {
+            E->rc = gelan_error("convert: out of memory");
+            return NULL;
+        }
+        E->own = o, E->capown = cap;
+    }
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p)
+        E->rc = gelan_error("convert: out of memory");
+    else
+        E->own[E->nown++] = p;
+    return p;
+}
+
+/* A quantized conv (u->q, folded): qconv with the int8 codes n{node}.w [c2, c1/g, k, k]
+ * (I8), their scales n{node}.ws [c2], the input's sx and zp, the fp32 bias n{node}.b. */
+static int emit_qconv(Emit *E, const ConvUnit *u, int in) {
+    int8_t *wq = malloc(u->weight->numel ? u->weight->numel : 1);
+    float *wf = own_alloc(E, u->weight->numel * sizeof(float)), *ws = own_alloc(E, (size_t)u->c2 * sizeof(float));
+    if (!wq && !E->rc) E->rc = gelan_error("convert: out of memory");
+    float sx;
+    int zp;
+    if (!E->rc && qat_unit_int8(u, wq, ws, &sx, &zp)) {
+        gelan_error_prefix("convert");
+        E->rc = -1;
+    }
+    for (size_t i = 0; !E->rc && i < u->weight->numel; i++) wf[i] = wq[i];
+    free(wq);
+    if (E->rc) return -2;
+    int node = E->nnodes;
+    int v = node1(E, "qconv", in);
+    if (v < 0) return -2;
+    char w[32], b[32], s[32];
+    snprintf(w, sizeof w, "n%d.w", node);
+    snprintf(s, sizeof s, "n%d.ws", node);
+    snprintf(b, sizeof b, "n%d.b", node);
+    text_add(&E->t, " c=%d k=%d s=%d p=%d g=%d act=%s", u->c2, u->k, u->s, u->p, u->g, act_name(u->act.kind));
+    if (u->act.kind == ACT_LEAKY_RELU) text_add(&E->t, " alpha=%.9g", u->act.slope);
+    /* %.9g round-trips a float: the runtime gets the very s_x the fake quant used */
+    text_add(&E->t, " w=%s ws=%s sx=%.9g zp=%d", w, s, (double)sx, zp);
+    Tensor codes = *u->weight;
+    codes.data = wf;
+    add_tensor(E, w, &codes);
+    if (!E->rc) E->int8[E->ntens - 1] = 1;
+    Tensor scales = {.ndim = 1, .shape = {u->c2}, .numel = (size_t)u->c2, .data = ws};
+    add_tensor(E, s, &scales);
+    if (u->bias) {
+        text_add(&E->t, " b=%s", b);
+        add_tensor(E, b, u->bias);
+    }
+    text_add(&E->t, "\n");
+    return v;
+}
+
 static int emit_conv(Emit *E, const ConvUnit *u, int in) {
     if (E->rc || in < -1) return -2;
     if (u->bn_weight || u->removed) {
         E->rc = gelan_error("convert: %s is not fused (BN folding and RepConvN merging come first)", u->name);
         return -2;
     }
+    if (u->q) return emit_qconv(E, u, in);
     int node = E->nnodes;
     int v = node1(E, "conv", in);
     if (v < 0) return -2;
@@ -790,18 +916,27 @@ int convert_graph(const Model *m, InferGraph *g) {
     if (!text) {
         if (E.rc) free(E.t.s);
         free(E.tens);
+        free(E.int8);
+        for (int i = 0; i < E.nown; i++) free(E.own[i]);
+        free(E.own);
         return -1;
     }
     g->text = text;
     g->nnodes = E.nnodes;
     g->tensors = E.tens;
     g->ntensors = E.ntens;
+    g->int8 = E.int8;
+    g->owned = E.own;
+    g->nowned = E.nown;
     return 0;
 }
 
 void convert_graph_free(InferGraph *g) {
     free(g->text);
     free(g->tensors);
+    free(g->int8);
+    for (int i = 0; i < g->nowned; i++) free(g->owned[i]);
+    free(g->owned);
     memset(g, 0, sizeof *g);
 }
 
@@ -859,8 +994,24 @@ int convert_save_infer(const Model *fused, const InferGraph *g, const ConvertMet
     int rc = st_writer_set_metadata(w, "format", "gelan-infer/1");
     if (!rc) rc = st_writer_set_metadata(w, "graph", g->text);
     if (!rc) rc = set_common_meta(w, fused, meta);
-    for (int i = 0; !rc && i < g->ntensors; i++)
-        rc = st_writer_add_f32(w, g->tensors[i].name, g->tensors[i].ndim, g->tensors[i].shape, g->tensors[i].data);
+    for (int i = 0; !rc && i < g->ntensors; i++) {
+        const GraphTensor *t = &g->tensors[i];
+        if (g->int8 && g->int8[i]) { /* a qconv's weight codes, exact integers */
+            int64_t shape[4];
+            size_t n = 1;
+            for (int d = 0; d < t->ndim; d++) shape[d] = t->shape[d], n *= (size_t)t->shape[d];
+            int8_t *q = malloc(n ? n : 1);
+            if (!q) {
+                rc = gelan_error("convert: out of memory");
+                break;
+            }
+            for (size_t k = 0; k < n; k++) q[k] = (int8_t)t->data[k];
+            rc = st_writer_add(w, t->name, ST_I8, t->ndim, shape, q, n, 1);
+            free(q);
+        } else {
+            rc = st_writer_add_f32(w, t->name, t->ndim, t->shape, t->data);
+        }
+    }
     if (!rc) rc = st_writer_save(w, path);
     st_writer_free(w);
     return rc;

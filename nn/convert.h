@@ -41,6 +41,15 @@ Model *convert_single_branch(const Model *src, const char *name);
  * the converted model's. */
 int convert_source_name(const Model *src, const int *old_of, int nlayers, const char *name, char *buf, size_t len);
 
+/* Quantizes the convs of the single-branch model dst that are quantized in its
+ * source (a QAT or `gelan quantize` file): model_qat_enable_from on dst with
+ * read called for the source's names (qat.SRC.act_minmax / act_qparams, SRC
+ * the source Conv2d prefix per convert_source_name). read has nn/quant.h's
+ * QatTensorRead contract (0 read, 1 absent, -1 error). *count: quantized convs
+ * (0: the source is a float model and dst stays float). */
+int convert_qat_enable(Model *dst, const Model *src, const int *old_of, int nlayers,
+                       int (*read)(void *ctx, const char *name, Tensor *dst), void *ctx, int *count);
+
 /* ---- the inference graph ----------------------------------------------------------- */
 typedef struct {
     char name[32]; /* n{node}.w, n{node}.b */
@@ -54,9 +63,16 @@ typedef struct {
     int nnodes;
     GraphTensor *tensors;
     int ntensors;
+    unsigned char *int8; /* [ntensors] or NULL: 1 for a qconv's weight codes (integers in [-127, 127]
+                            held as floats for lookups), written to the file as I8 */
+    void **owned;        /* buffers the graph made (qconv codes and scales), freed with it */
+    int nowned;
 } InferGraph;
 
-/* The graph of a fused single-head model. 0, or -1 + gelan_error (an unfused
+/* The graph of a fused single-head model. A quantized model (nn/quant.h,
+ * folded with model_qat_fold instead of model_fuse) gives a `qconv` node
+ * (int8 codes, per-channel scales, s_x, zp, fp32 bias) for every quantized conv,
+ * `conv` for the others. 0, or -1 + gelan_error (an unfused
  * or multi-head model, a CBFuse that would have to shrink a map, a DFL whose
  * weights are not 0..reg_max-1, which `detect` assumes). */
 int convert_graph(const Model *fused, InferGraph *g);

@@ -55,9 +55,9 @@ Detect *detect_build(Model *m, const char *prefix, int nheads, int nc, const int
             snprintf(name, sizeof name, "%s.cv%d.%d.0", prefix, 2 + 2 * h, l);
             if (!(b[0] = conv_new(m, name, cin, c2, 3, 1, -1, 1, act))) goto fail;
             snprintf(name, sizeof name, "%s.cv%d.%d.1", prefix, 2 + 2 * h, l);
-            if (!(b[1] = conv_new(m, name, c2, c2, 3, 1, -1, 4, act))) goto fail;
+            if (!(b[1] = conv_new(m, name, b[0]->c2, c2, 3, 1, -1, 4, act))) goto fail;
             snprintf(name, sizeof name, "%s.cv%d.%d.2", prefix, 2 + 2 * h, l);
-            if (!(b[2] = unit_new(m, name, NULL, c2, 4 * d->reg_max, 1, 1, 0, 4, true, none))) goto fail;
+            if (!(b[2] = unit_new(m, name, NULL, b[1]->c2, 4 * d->reg_max, 1, 1, 0, 4, true, none))) goto fail;
         }
         for (int l = 0; l < d->nl; l++) {
             int cin = ch[h * d->nl + l];
@@ -65,9 +65,9 @@ Detect *detect_build(Model *m, const char *prefix, int nheads, int nc, const int
             snprintf(name, sizeof name, "%s.cv%d.%d.0", prefix, 3 + 2 * h, l);
             if (!(c[0] = conv_new(m, name, cin, c3, 3, 1, -1, 1, act))) goto fail;
             snprintf(name, sizeof name, "%s.cv%d.%d.1", prefix, 3 + 2 * h, l);
-            if (!(c[1] = conv_new(m, name, c3, c3, 3, 1, -1, 1, act))) goto fail;
+            if (!(c[1] = conv_new(m, name, c[0]->c2, c3, 3, 1, -1, 1, act))) goto fail;
             snprintf(name, sizeof name, "%s.cv%d.%d.2", prefix, 3 + 2 * h, l);
-            if (!(c[2] = unit_new(m, name, NULL, c3, nc, 1, 1, 0, 1, true, none))) goto fail;
+            if (!(c[2] = unit_new(m, name, NULL, c[1]->c2, nc, 1, 1, 0, 1, true, none))) goto fail;
         }
     }
     for (int h = 0; h < nheads; h++) {

@@ -21,17 +21,22 @@ int repncsp_build(RepNCSP *b, Model *m, const char *prefix, int c1, int c2, int 
     SUB(name, prefix, "%s", "cv2");
     b->cv2 = b->cv1 ? conv_new(m, name, c1, c_, 1, 1, -1, 1, act) : NULL;
     SUB(name, prefix, "%s", "cv3");
-    b->cv3 = b->cv2 ? conv_new(m, name, 2 * c_, c2, 1, 1, -1, 1, act) : NULL;
+    /* input widths follow the convs that feed them (they differ from c_ only in a pruned model) */
+    b->cv3 = b->cv2 ? conv_new(m, name, b->cv1->c2 + b->cv2->c2, c2, 1, 1, -1, 1, act) : NULL;
     if (!b->cv3) return -1;
     b->n = n;
     b->m = calloc((size_t)n, sizeof *b->m);
     if (!b->m) return gelan_error("model: out of memory");
+    int cy = b->cv1->c2; /* the residual stream */
     for (int j = 0; j < n; j++) {
         SUB(name, prefix, "m.%d.cv1", j);
-        b->m[j].cv1 = repconvn_new(m, name, c_, c_, act);
+        b->m[j].cv1 = repconvn_new(m, name, cy, c_, act);
         SUB(name, prefix, "m.%d.cv2", j);
-        b->m[j].cv2 = b->m[j].cv1 ? conv_new(m, name, c_, c_, 3, 1, -1, 1, act) : NULL;
+        b->m[j].cv2 = b->m[j].cv1 ? conv_new(m, name, b->m[j].cv1->conv1->c2, cy, 3, 1, -1, 1, act) : NULL;
         if (!b->m[j].cv2) return -1;
+        if (b->m[j].cv2->c2 != cy)
+            return gelan_error("%s: m.%d.cv2 has %d output channels but is added to the %d of cv1", prefix, j,
+                               b->m[j].cv2->c2, cy);
         b->m[j].add = true; /* c1 == c2 inside RepNCSP */
     }
     return 0;
@@ -74,19 +79,21 @@ int elan4_build(RepNCSPELAN4 *b, Model *m, const char *prefix, int c1, int c2, i
     char name[256];
     if (c3 < 2 || c4 <= 0 || n <= 0)
         return gelan_error("RepNCSPELAN4 needs c3 >= 2, c4 > 0 and n > 0 (got c3 %d, c4 %d, n %d)", c3, c4, n);
-    b->c = c3 / 2;
     SUB(name, prefix, "%s", "cv1");
     if (!(b->cv1 = conv_new(m, name, c1, c3, 1, 1, -1, 1, act))) return -1;
+    /* input widths follow the convs that feed them (they differ from c3, c4 only in a pruned model) */
+    int h = b->cv1->c2;
+    b->c = h / 2;
     SUB(name, prefix, "%s", "cv2.0");
-    if (repncsp_build(&b->cv2_csp, m, name, c3 / 2, c4, n, act)) return -1;
+    if (repncsp_build(&b->cv2_csp, m, name, h / 2, c4, n, act)) return -1;
     SUB(name, prefix, "%s", "cv2.1");
-    if (!(b->cv2_conv = conv_new(m, name, c4, c4, 3, 1, -1, 1, act))) return -1;
+    if (!(b->cv2_conv = conv_new(m, name, b->cv2_csp.cv3->c2, c4, 3, 1, -1, 1, act))) return -1;
     SUB(name, prefix, "%s", "cv3.0");
-    if (repncsp_build(&b->cv3_csp, m, name, c4, c4, n, act)) return -1;
+    if (repncsp_build(&b->cv3_csp, m, name, b->cv2_conv->c2, c4, n, act)) return -1;
     SUB(name, prefix, "%s", "cv3.1");
-    if (!(b->cv3_conv = conv_new(m, name, c4, c4, 3, 1, -1, 1, act))) return -1;
+    if (!(b->cv3_conv = conv_new(m, name, b->cv3_csp.cv3->c2, c4, 3, 1, -1, 1, act))) return -1;
     SUB(name, prefix, "%s", "cv4");
-    return (b->cv4 = conv_new(m, name, c3 + 2 * c4, c2, 1, 1, -1, 1, act)) ? 0 : -1;
+    return (b->cv4 = conv_new(m, name, h + b->cv2_conv->c2 + b->cv3_conv->c2, c2, 1, 1, -1, 1, act)) ? 0 : -1;
 }
 
 Tensor *elan4_forward(const RepNCSPELAN4 *b, Tape *t, Tensor *x, bool training) {
@@ -102,15 +109,16 @@ Tensor *elan4_forward(const RepNCSPELAN4 *b, Tape *t, Tensor *x, bool training) 
 int elan1_build(ELAN1 *b, Model *m, const char *prefix, int c1, int c2, int c3, int c4, Act act) {
     char name[256];
     if (c3 < 2 || c4 <= 0) return gelan_error("ELAN1 needs c3 >= 2 and c4 > 0 (got c3 %d, c4 %d)", c3, c4);
-    b->c = c3 / 2;
     SUB(name, prefix, "%s", "cv1");
     if (!(b->cv1 = conv_new(m, name, c1, c3, 1, 1, -1, 1, act))) return -1;
+    int h = b->cv1->c2; /* c3, or a pruned model's width */
+    b->c = h / 2;
     SUB(name, prefix, "%s", "cv2");
-    if (!(b->cv2 = conv_new(m, name, c3 / 2, c4, 3, 1, -1, 1, act))) return -1;
+    if (!(b->cv2 = conv_new(m, name, h / 2, c4, 3, 1, -1, 1, act))) return -1;
     SUB(name, prefix, "%s", "cv3");
-    if (!(b->cv3 = conv_new(m, name, c4, c4, 3, 1, -1, 1, act))) return -1;
+    if (!(b->cv3 = conv_new(m, name, b->cv2->c2, c4, 3, 1, -1, 1, act))) return -1;
     SUB(name, prefix, "%s", "cv4");
-    return (b->cv4 = conv_new(m, name, c3 + 2 * c4, c2, 1, 1, -1, 1, act)) ? 0 : -1;
+    return (b->cv4 = conv_new(m, name, h + b->cv2->c2 + b->cv3->c2, c2, 1, 1, -1, 1, act)) ? 0 : -1;
 }
 
 Tensor *elan1_forward(const ELAN1 *b, Tape *t, Tensor *x, bool training) {
@@ -130,7 +138,7 @@ int sppelan_build(SPPELAN *b, Model *m, const char *prefix, int c1, int c2, int 
     SUB(name, prefix, "%s", "cv1");
     if (!(b->cv1 = conv_new(m, name, c1, c3, 1, 1, -1, 1, act))) return -1;
     SUB(name, prefix, "%s", "cv5");
-    return (b->cv5 = conv_new(m, name, 4 * c3, c2, 1, 1, -1, 1, act)) ? 0 : -1;
+    return (b->cv5 = conv_new(m, name, 4 * b->cv1->c2, c2, 1, 1, -1, 1, act)) ? 0 : -1;
 }
 
 Tensor *sppelan_forward(const SPPELAN *b, Tape *t, Tensor *x, bool training) {

@@ -274,6 +274,91 @@ static int build_block(Builder *bd, const ModuleSpec *spec, Block *b, const char
     return gelan_error("internal: not a single-input module");
 }
 
+/* ---- pruned widths ------------------------------------------------------------
+ * The [path, channels] pairs that end a row's arguments (blocks.h). They are
+ * detached from the arguments before the module reads them and consulted by
+ * the unit constructors through model_width_override while that row is built
+ * (thread-local: builds in different threads do not see each other's rows). */
+#define MAX_WIDTHS 256
+
+typedef struct {
+    const CfgValue *list; /* the pairs */
+    char prefix[32];      /* "model.N" */
+    bool used[MAX_WIDTHS];
+} RowWidths;
+
+static _Thread_local RowWidths *row_widths;
+
+static const char *width_key(const CfgValue *k, char *buf, size_t len) {
+    if (k->kind == CV_INT) snprintf(buf, len, "%ld", k->ival);
+    return k->kind == CV_INT ? buf : k->str;
+}
+
+int model_width_override(const char *prefix, int dflt) {
+    RowWidths *w = row_widths;
+    if (!w) return dflt;
+    size_t lp = strlen(w->prefix);
+    if (strncmp(prefix, w->prefix, lp) || (prefix[lp] && prefix[lp] != '.')) return dflt;
+    const char *rel = prefix[lp] ? prefix + lp + 1 : ".";
+    char buf[32];
+    for (int i = 0; i < w->list->n; i++) {
+        const CfgValue *pair = &w->list->items[i];
+        if (strcmp(width_key(&pair->items[0], buf, sizeof buf), rel)) continue;
+        w->used[i] = true;
+        return (int)pair->items[1].ival;
+    }
+    return dflt;
+}
+
+/* A list of [path, int] pairs (no official argument looks like that). */
+bool model_is_width_list(const CfgValue *v) {
+    if (v->kind != CV_LIST || v->n < 1) return false;
+    for (int i = 0; i < v->n; i++) {
+        const CfgValue *p = &v->items[i];
+        if (p->kind != CV_LIST || p->n != 2 || (p->items[0].kind != CV_STR && p->items[0].kind != CV_INT) ||
+            p->items[1].kind != CV_INT)
+            return false;
+    }
+    return true;
+}
+
+static int check_widths(const CfgValue *v) {
+    char a[32], b[32];
+    if (v->n > MAX_WIDTHS) return gelan_error("more than %d width overrides", MAX_WIDTHS);
+    for (int i = 0; i < v->n; i++) {
+        const CfgValue *p = &v->items[i];
+        if (p->items[1].ival < 1 || p->items[1].ival > ARG_MAX)
+            return gelan_error("width override '%s': %ld channels is out of range",
+                               width_key(&p->items[0], a, sizeof a), p->items[1].ival);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(width_key(&p->items[0], a, sizeof a), width_key(&v->items[j].items[0], b, sizeof b)))
+                return gelan_error("width override '%s' is given twice", a);
+    }
+    return 0;
+}
+
+/* Output channels of a built block whose input has c_in channels. */
+static int block_out_channels(const Block *b, int c_in) {
+    switch (b->kind) {
+        case BLOCK_CONV:
+            return b->u.conv->c2;
+        case BLOCK_ACONV:
+            return b->u.aconv.cv1->c2;
+        case BLOCK_ADOWN:
+            return b->u.adown.cv1->c2 + b->u.adown.cv2->c2;
+        case BLOCK_ELAN1:
+            return b->u.elan1.cv4->c2;
+        case BLOCK_REPNCSPELAN4:
+            return b->u.elan4.cv4->c2;
+        case BLOCK_SPPELAN:
+            return b->u.sppelan.cv5->c2;
+        case BLOCK_SHUFFLENETV2:
+            return b->u.shuffle.b1_pw->c2 + b->u.shuffle.b2_pw2->c2;
+        default:
+            return c_in; /* Silence, pooling, upsampling */
+    }
+}
+
 static int src_channels(Builder *bd, const Layer *L, int k, int *c) {
     int s = L->src[k];
     if (s < 0) {
@@ -357,19 +442,13 @@ static int build_layer(Builder *bd, int i, CfgRow *row) {
             if (arg_int(args, 0, 0, "c2", &raw)) return -1;
             c2 = raw == bd->no ? (int)raw : make_divisible8((double)raw * cfg->width_multiple);
             if (c2 <= 0) return gelan_error("output channels %ld scale to %d", raw, c2);
-            sb_add(&a, "[%d, %d", c1, c2);
-            for (int k = 1; k < args->n; k++) {
-                sb_add(&a, ", ");
-                sb_value(&a, &args->items[k]);
-            }
-            sb_add(&a, "]");
         } else {
             c2 = c1;
             sb_value(&a, args);
         }
-        L->c_out = c2;
         L->blocks = calloc((size_t)L->n, sizeof *L->blocks);
         if (!L->blocks) return gelan_error("model: out of memory");
+        int c_in = c1; /* what block j actually receives (differs from c1/c2 only in a pruned model) */
         for (int j = 0; j < L->n; j++) {
             char bprefix[96];
             if (L->n > 1)
@@ -381,10 +460,20 @@ static int build_layer(Builder *bd, int i, CfgRow *row) {
             if (j > 0 && spec->scaled && c1 != c2)
                 return gelan_error("repeat %d is built for %d input channels (c1) but repeat %d gives it %d (c2)", j,
                                    c1, j - 1, c2);
-            if (build_block(bd, spec, &L->blocks[j], bprefix, c1, c2, args)) {
+            if (build_block(bd, spec, &L->blocks[j], bprefix, c_in, c2, args)) {
                 if (L->n > 1) gelan_error_prefix("repeat %d", j);
                 return -1;
             }
+            c_in = block_out_channels(&L->blocks[j], c_in);
+        }
+        L->c_out = c_in;
+        if (spec->scaled) { /* parse_model's [c1, c2, *args[1:]], c2 as built */
+            sb_add(&a, "[%d, %d", c1, L->c_out);
+            for (int k = 1; k < args->n; k++) {
+                sb_add(&a, ", ");
+                sb_value(&a, &args->items[k]);
+            }
+            sb_add(&a, "]");
         }
     } else if (spec->kind == BLOCK_CBLINEAR) {
         int c1 = 0;
@@ -484,6 +573,32 @@ static int build_layer(Builder *bd, int i, CfgRow *row) {
     }
     L->args = dupstr(a.buf);
     return L->args ? 0 : gelan_error("model: out of memory");
+}
+
+/* build_layer with the row's width overrides (if any) detached from its
+ * arguments and in force; an override that names no conv module is an error. */
+static int build_row(Builder *bd, int i, CfgRow *row) {
+    CfgValue *args = &row->args;
+    if (args->n == 0 || !model_is_width_list(&args->items[args->n - 1])) return build_layer(bd, i, row);
+    RowWidths *w = calloc(1, sizeof *w);
+    if (!w) return gelan_error("model: out of memory");
+    w->list = &args->items[args->n - 1];
+    snprintf(w->prefix, sizeof w->prefix, "model.%d", i);
+    int rc = check_widths(w->list);
+    args->n--; /* hidden from the module, restored below (the list still owns it) */
+    row_widths = w;
+    if (!rc) rc = build_layer(bd, i, row);
+    row_widths = NULL;
+    args->n++;
+    char buf[32];
+    for (int k = 0; !rc && k < w->list->n; k++)
+        if (!w->used[k])
+            rc = gelan_error(
+                "width override '%s' names no conv module of this layer (paths are relative to %s, "
+                "e.g. 'cv1', 'cv2.0.m.0.cv1'; '.' for a Conv row itself)",
+                width_key(&w->list->items[k].items[0], buf, sizeof buf), w->prefix);
+    free(w);
+    return rc;
 }
 
 static void free_names(Model *m) {
@@ -617,7 +732,7 @@ Model *model_build(const char *yaml_text, const char *file_name, const ModelOpti
     if (!rc && !(m->layers = calloc((size_t)cfg->nrows, sizeof *m->layers))) rc = gelan_error("model: out of memory");
     for (int i = 0; !rc && i < cfg->nrows; i++) {
         m->nlayers = i + 1;
-        if (build_layer(&bd, i, &cfg->rows[i])) {
+        if (build_row(&bd, i, &cfg->rows[i])) {
             char fbuf[128];
             gelan_error_prefix("%s:%d: layer %d (%s, from %s)", file_name, cfg->rows[i].line, i, cfg->rows[i].module,
                                cfg_value_str(&cfg->rows[i].from, fbuf, sizeof fbuf));

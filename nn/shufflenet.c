@@ -26,6 +26,7 @@ static ConvUnit *seq_conv(Model *m, const char *prefix, const char *branch, int 
     char name[256], bn[256];
     snprintf(name, sizeof name, "%s.%s.%d", prefix, branch, conv_i);
     snprintf(bn, sizeof bn, "%s.%s.%d", prefix, branch, conv_i + 1);
+    c2 = model_width_override(name, c2); /* a pruned model's width */
     Act act = {relu ? ACT_RELU : ACT_NONE, 0};
     return unit_new(m, name, bn, c1, c2, k, s, k / 2, g, false, act);
 }
@@ -46,8 +47,13 @@ int shufflenet_build(ShuffleNetV2 *b, Model *m, const char *prefix, int c1, int 
         if (!(b->b1_pw = seq_conv(m, prefix, "branch1", 2, c1, bf, 1, 1, 1, true))) return -1;
     }
     if (!(b->b2_pw1 = seq_conv(m, prefix, "branch2", 0, stride > 1 ? c1 : c1 / 2, bf, 1, 1, 1, true))) return -1;
-    if (!(b->b2_dw = seq_conv(m, prefix, "branch2", 3, bf, bf, 3, stride, bf, false))) return -1;
-    return (b->b2_pw2 = seq_conv(m, prefix, "branch2", 5, bf, bf, 1, 1, 1, true)) ? 0 : -1;
+    int cw = b->b2_pw1->c2; /* bf, or a pruned model's width: the depthwise conv follows it */
+    if (!(b->b2_dw = seq_conv(m, prefix, "branch2", 3, cw, cw, 3, stride, cw, false))) return -1;
+    if (!(b->b2_pw2 = seq_conv(m, prefix, "branch2", 5, b->b2_dw->c2, bf, 1, 1, 1, true))) return -1;
+    if (b->b2_pw2->c2 != b->b1_pw->c2)
+        return gelan_error("%s: the branches give %d and %d channels; the channel shuffle needs equal halves", prefix,
+                           b->b1_pw->c2, b->b2_pw2->c2);
+    return 0;
 }
 
 Tensor *channel_shuffle(Tape *t, Tensor *x, int groups) {

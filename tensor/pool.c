@@ -72,6 +72,7 @@ int pool_init(int nthreads) {
     if (nthreads > POOL_MAX) nthreads = POOL_MAX;
     P.quit = 0;
     P.nthreads = 1;
+    P.generation = 0; /* new workers start having seen generation 0: no stale job */
     for (int i = 1; i < nthreads; i++) {
         if (pthread_create(&P.tid[i], NULL, worker_main, (void *)(size_t)i) != 0) {
             return gelan_error("pool: could not start thread %d of %d", i + 1, nthreads);

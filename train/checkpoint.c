@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/quant.h"
 #include "tensor/error.h"
 #include "tensor/json.h"
 #include "tensor/safetensors.h"
@@ -51,6 +52,8 @@ int ckpt_save(const char *path, const CkptContents *c) {
     for (int i = 0; !rc && i < m->nbuffers; i++) rc = add_tensor(w, m->buffers[i].name, m->buffers[i].t);
     if (!rc && c->ema) rc = ema_foreach(c->ema, visit_add, w);
     if (!rc && c->optim) rc = optim_state_foreach(c->optim, visit_add, w);
+    /* the observers' state; the foreach only reads it (the cast drops const for the callback type) */
+    if (!rc && model_qat_enabled(m)) rc = model_qat_foreach((Model *)m, visit_add, w);
     if (!rc) rc = st_writer_save(w, path);
     st_writer_free(w);
     if (rc) gelan_error_prefix("checkpoint %s", path);
@@ -184,6 +187,8 @@ static int read_tensor(void *ctx, const char *name, Tensor *dst) {
     return st_read_f32(ck->st, name, dst->data, dst->numel);
 }
 
+int ckpt_read_tensor(const Checkpoint *ck, const char *name, Tensor *dst) { return read_tensor((void *)ck, name, dst); }
+
 int ckpt_load_ema(const Checkpoint *ck, ModelEMA *e) {
     const char *u = ckpt_meta(ck, "ema_updates");
     if (!u) return gelan_error("%s has no ema_updates", ck->path);
@@ -203,11 +208,24 @@ int ckpt_load_optim(const Checkpoint *ck, Optimizer *o) {
     return 0;
 }
 
+int ckpt_load_qat(const Checkpoint *ck, Model *m) {
+    if (model_qat_load(m, read_tensor, (void *)ck)) {
+        gelan_error_prefix("%s", ck->path);
+        return -1;
+    }
+    return 0;
+}
+
 Model *ckpt_load_eval_model(const char *path, const char *cfg_path, const ModelOptions *opt) {
     Checkpoint *ck = ckpt_open(path);
     if (!ck) return NULL;
     Model *m = ckpt_build_model(ck, cfg_path, opt);
-    if (m && ckpt_load_weights(ck, m, ckpt_has_ema(ck) ? CKPT_EMA : CKPT_MODEL)) {
+    int rc = m ? ckpt_load_weights(ck, m, ckpt_has_ema(ck) ? CKPT_EMA : CKPT_MODEL) : -1;
+    if (!rc && model_qat_enable_from(m, read_tensor, ck, NULL)) {
+        gelan_error_prefix("%s", path);
+        rc = -1;
+    }
+    if (m && rc) {
         model_free(m);
         m = NULL;
     }

@@ -67,9 +67,20 @@ int ckpt_load_ema(const Checkpoint *ck, ModelEMA *e);
 /* Restores the optimizer state (see optim_state_load). */
 int ckpt_load_optim(const Checkpoint *ck, Optimizer *o);
 
+/* Reads tensor `name` of the file into dst (of the same shape): 0, 1 when
+ * absent, -1 on a shape mismatch or read error (the OptimTensorRead /
+ * QatTensorRead contract). */
+int ckpt_read_tensor(const Checkpoint *ck, const char *name, Tensor *dst);
+
+/* Restores the qat.* state (nn/quant.h) of a model whose QAT is enabled with
+ * the run's options (--resume); a missing tensor is an error. */
+int ckpt_load_qat(const Checkpoint *ck, Model *m);
+
 /* What val and detect evaluate: the model of a checkpoint or weights file
  * with the EMA weights when present (as the official attempt_load takes
- * ckpt['ema'] before ckpt['model']). cfg_path may be NULL. */
+ * ckpt['ema'] before ckpt['model']). cfg_path may be NULL. A file with qat.*
+ * state (QAT checkpoint, `gelan quantize` output) gives the quantized model
+ * (model_qat_enable_from): it evaluates as fake quant, i.e. as the int8 model. */
 Model *ckpt_load_eval_model(const char *path, const char *cfg_path, const ModelOptions *opt);
 
 /* Class names from a JSON list text: *n names, malloc'd (free with

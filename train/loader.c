@@ -19,6 +19,7 @@ void loader_options_default(LoaderOptions *o, bool train) {
     o->rect = !train;
     o->stride = 32;
     o->pad = 0.5f;
+    o->shard = 0, o->shards = 1;
     Hyp h;
     hyp_default(&h);
     o->hyp = h.aug;
@@ -101,17 +102,34 @@ int loader_epoch_order(const Loader *L, int epoch, int *order) {
 
 /* ---- building a batch --------------------------------------------------- */
 
+void loader_shard_range(int n, int k, int shards, int *lo, int *hi) {
+    if (shards <= 1 || n < shards) {
+        *lo = k == 0 || shards <= 1 ? 0 : n, *hi = n;
+        return;
+    }
+    const int q = n / shards, r = n % shards;
+    *lo = k * q + (k < r ? k : r);
+    *hi = *lo + q + (k < r);
+}
+
 static int build_batch(Loader *L, Worker *w, Slot *sl, int bi, int epoch, bool mosaic) {
     const LoaderOptions *o = &L->o;
-    int first = bi * o->batch, n = L->ds->n - first < o->batch ? L->ds->n - first : o->batch;
+    const int batch_n = L->ds->n - bi * o->batch < o->batch ? L->ds->n - bi * o->batch : o->batch;
+    int lo, hi;
+    loader_shard_range(batch_n, o->shard, o->shards, &lo, &hi);
+    /* first: position in the epoch of this shard's first image */
+    const int first = bi * o->batch + lo, n = hi - lo;
     int s = o->img_size, bh = s, bw = s;
     if (L->rect_hw) bh = L->rect_hw[2 * bi], bw = L->rect_hw[2 * bi + 1];
     Batch *b = &sl->b;
-    if (!b->images || b->images->shape[0] != n || b->images->shape[2] != bh || b->images->shape[3] != bw) {
+    if (n == 0) {
+        tensor_free(b->images);
+        b->images = NULL;
+    } else if (!b->images || b->images->shape[0] != n || b->images->shape[2] != bh || b->images->shape[3] != bw) {
         tensor_free(b->images);
         if (!(b->images = tensor_new4(n, 3, bh, bw))) return -1;
     }
-    b->n = n, b->h = bh, b->w = bw, b->batch_index = bi;
+    b->n = n, b->batch_n = batch_n, b->h = bh, b->w = bw, b->batch_index = bi;
     b->index = sl->index;
     b->letterbox = o->augment ? NULL : sl->letterbox;
     int m = 0;
@@ -234,9 +252,9 @@ Loader *loader_new(const Dataset *ds, const LoaderOptions *o) {
         return NULL;
     }
     if (o->img_size < 32 || o->img_size > 8192 || o->batch <= 0 || o->workers < 0 || o->workers > 64 ||
-        (o->rect && o->stride <= 0)) {
-        gelan_error("loader: bad options (img_size %d, batch %d, workers %d, stride %d)", o->img_size, o->batch,
-                    o->workers, o->stride);
+        (o->rect && o->stride <= 0) || o->shard < 0 || (o->shards > 0 && o->shard >= o->shards)) {
+        gelan_error("loader: bad options (img_size %d, batch %d, workers %d, stride %d, shard %d of %d)", o->img_size,
+                    o->batch, o->workers, o->stride, o->shard, o->shards);
         return NULL;
     }
     Loader *L = calloc(1, sizeof *L);

@@ -56,6 +56,12 @@ typedef struct {
     int stride;     /* 32 */
     float pad;      /* 0.5 */
     HypAugment hyp; /* training augmentation */
+    /* data-parallel training (train/dist.h): this process builds only part
+       `shard` of `shards` of every batch (loader_shard_range); the images,
+       their order and their augmentation are those of the whole batch, so
+       the parts of all processes together are exactly the batch one process
+       would build. 0 of 1 (default): whole batches. */
+    int shard, shards;
 } LoaderOptions;
 
 /* train: augment, shuffle, 2 workers, prefetch 2, hyp.scratch-high, s 640,
@@ -71,6 +77,7 @@ typedef struct {
     const int *index;           /* n data set indices */
     const Letterbox *letterbox; /* validation: n entries mapping boxes back to original pixels; NULL when training */
     int batch_index;            /* position in the epoch */
+    int batch_n;                /* images of the whole batch (= n unless sharded); images is NULL when n = 0 */
 } Batch;
 
 typedef struct Loader Loader;
@@ -89,6 +96,11 @@ int loader_next(Loader *L, const Batch **out);
  * loader_start_epoch on. On at first when augmenting. */
 void loader_set_mosaic(Loader *L, bool on);
 void loader_free(Loader *L);
+
+/* The part [*lo, *hi) of a batch of n images that shard k of `shards` builds:
+ * contiguous runs, the first n % shards of them one image longer; a batch of
+ * fewer images than shards goes whole to shard 0. */
+void loader_shard_range(int n, int k, int shards, int *lo, int *hi);
 
 /* The epoch order the loader uses (n entries), for tests and for resuming. */
 int loader_epoch_order(const Loader *L, int epoch, int *order);

@@ -31,6 +31,7 @@ typedef struct {
 /* Everything the backward needs; lives in the tape's arena. */
 typedef struct {
     int n_heads, nl, N, A, nc, R; /* R = reg_max bins */
+    double batch;                 /* the total's multiplier: N, or the whole batch of a shard */
     LossHyp hyp;
     float *anchors; /* [A, 2] centres in grid units */
     float *stride;  /* [A] */
@@ -333,7 +334,7 @@ static int loss_backward(Tape *t, TapeNode *node) {
     }
     /* total = N (g_box sum_h v_h box_h + g_cls sum_h v_h cls_h + g_dfl sum_h v_h dfl_h), each term / tss_h */
     for (int h = 0; h < s->n_heads; h++) {
-        double k = up * s->N * s->heads[h].weight / s->heads[h].tss;
+        double k = up * s->batch * s->heads[h].weight / s->heads[h].tss;
         J.kc[h] = k * s->hyp.cls, J.kb[h] = k * s->hyp.box, J.kd[h] = k * s->hyp.dfl;
     }
     parallel_for((size_t)s->N, 1, backward_range, &J);
@@ -388,7 +389,7 @@ static int export_assignment(Tape *t, const LossState *s, const HeadState *hs, L
 
 static Tensor *loss_run(Tape *t, Tensor *const *maps, int n_heads, int nl, const float *head_weights,
                         const float *strides, const Targets *targets, const LossAssign *given, const LossHyp *hyp_in,
-                        LossItems *items, LossAssign *assign_out, const char *op) {
+                        const LossShard *shard, LossItems *items, LossAssign *assign_out, const char *op) {
     LossHyp hyp;
     if (hyp_in)
         hyp = *hyp_in;
@@ -398,6 +399,11 @@ static Tensor *loss_run(Tape *t, Tensor *const *maps, int n_heads, int nl, const
     memset(&s, 0, sizeof s);
     if (setup_heads(t, &s, maps, n_heads, nl, head_weights, strides, &hyp, op)) return NULL;
     size_t N = (size_t)s.N, NA = N * s.A;
+    s.batch = shard ? shard->batch : s.N;
+    if (shard && shard->batch < s.N) {
+        gelan_error("%s: a shard of %d images cannot belong to a batch of %d", op, s.N, shard->batch);
+        return NULL;
+    }
 
     float *gt = NULL;
     unsigned char *valid = NULL;
@@ -410,7 +416,8 @@ static Tensor *loss_run(Tape *t, Tensor *const *maps, int n_heads, int nl, const
     int *nonfinite = tape_alloc(t, N * sizeof(int));
     if (!sums || !nonfinite) return NULL;
     TalParams tp = {.topk = hyp.topk, .alpha = hyp.alpha, .beta = hyp.beta};
-    double box_sum = 0, cls_sum = 0, dfl_sum = 0;
+    /* per head: sum of target scores, and the cls, box, dfl sums before the division by tss */
+    double tsum[LOSS_MAX_HEADS], raw[LOSS_MAX_HEADS][3];
 
     for (int h = 0; h < n_heads; h++) {
         HeadState *hs = &s.heads[h];
@@ -438,23 +445,33 @@ static Tensor *loss_run(Tape *t, Tensor *const *maps, int n_heads, int nl, const
             if (tal_assign(&hs->view, gt, valid, M, &tp, &t->arena, r)) return NULL;
         }
 
-        double tsum = 0;
-        for (size_t i = 0; i < NA; i++) tsum += r->score[i];
-        hs->tss = tsum > 1 ? tsum : 1; /* official max(target_scores.sum(), 1) */
+        tsum[h] = 0;
+        for (size_t i = 0; i < NA; i++) tsum[h] += r->score[i];
 
         FgJob F = {.s = &s, .hs = hs, .box = sums, .dfl = sums + N, .xt = sums + 2 * N};
         parallel_for(N, 1, fg_range, &F);
         double box = 0, dfl = 0, xt = 0;
         for (size_t n = 0; n < N; n++) box += F.box[n], dfl += F.dfl[n], xt += F.xt[n];
         /* BCE(x, t) = BCE(x, 0) - x t */
-        cls_sum += hs->weight * (bce0 - xt) / hs->tss;
-        box_sum += hs->weight * box / hs->tss;
-        dfl_sum += hs->weight * dfl / hs->tss;
+        raw[h][0] = bce0 - xt, raw[h][1] = box, raw[h][2] = dfl;
+    }
+    /* a shard is normalised by the target scores of the whole batch */
+    if (shard && shard->reduce_tss && shard->reduce_tss(shard->ctx, tsum, n_heads)) {
+        gelan_error_prefix("%s: summing the target scores of the batch", op);
+        return NULL;
+    }
+    double box_sum = 0, cls_sum = 0, dfl_sum = 0;
+    for (int h = 0; h < n_heads; h++) {
+        HeadState *hs = &s.heads[h];
+        hs->tss = tsum[h] > 1 ? tsum[h] : 1; /* official max(target_scores.sum(), 1) */
+        cls_sum += hs->weight * raw[h][0] / hs->tss;
+        box_sum += hs->weight * raw[h][1] / hs->tss;
+        dfl_sum += hs->weight * raw[h][2] / hs->tss;
     }
 
     LossItems it = {
         .box = (float)(hyp.box * box_sum), .cls = (float)(hyp.cls * cls_sum), .dfl = (float)(hyp.dfl * dfl_sum)};
-    double total = (hyp.box * box_sum + hyp.cls * cls_sum + hyp.dfl * dfl_sum) * s.N;
+    double total = (hyp.box * box_sum + hyp.cls * cls_sum + hyp.dfl * dfl_sum) * s.batch;
     it.total = (float)total;
     if (items) *items = it;
     if (assign_out)
@@ -477,7 +494,14 @@ static Tensor *loss_run(Tape *t, Tensor *const *maps, int n_heads, int nl, const
 
 Tensor *yolo_loss(Tape *t, Tensor *const *maps, int n_heads, int nl, const float *head_weights, const float *strides,
                   const Targets *targets, const LossHyp *hyp, LossItems *items, LossAssign *assign) {
-    return loss_run(t, maps, n_heads, nl, head_weights, strides, targets, NULL, hyp, items, assign, "yolo_loss");
+    return loss_run(t, maps, n_heads, nl, head_weights, strides, targets, NULL, hyp, NULL, items, assign, "yolo_loss");
+}
+
+Tensor *yolo_loss_shard(Tape *t, Tensor *const *maps, int n_heads, int nl, const float *head_weights,
+                        const float *strides, const Targets *targets, const LossHyp *hyp, const LossShard *shard,
+                        LossItems *items) {
+    return loss_run(t, maps, n_heads, nl, head_weights, strides, targets, NULL, hyp, shard, items, NULL,
+                    "yolo_loss_shard");
 }
 
 Tensor *yolo_loss_assigned(Tape *t, Tensor *const *maps, int n_heads, int nl, const float *head_weights,
@@ -486,5 +510,6 @@ Tensor *yolo_loss_assigned(Tape *t, Tensor *const *maps, int n_heads, int nl, co
         gelan_error("yolo_loss_assigned: no assignment given");
         return NULL;
     }
-    return loss_run(t, maps, n_heads, nl, head_weights, strides, NULL, given, hyp, items, NULL, "yolo_loss_assigned");
+    return loss_run(t, maps, n_heads, nl, head_weights, strides, NULL, given, hyp, NULL, items, NULL,
+                    "yolo_loss_assigned");
 }

@@ -66,6 +66,26 @@ typedef struct {
 Tensor *yolo_loss(Tape *t, Tensor *const *maps, int n_heads, int nl, const float *head_weights, const float *strides,
                   const Targets *targets, const LossHyp *hyp, LossItems *items, LossAssign *assign);
 
+/* Data-parallel training (train/dist.h): the loss of one process's shard of a
+ * global batch, normalised as the loss of the whole batch, so that the items,
+ * totals and gradients of all shards SUM to those of the whole batch computed
+ * in one process. The assignment is per image and needs nothing from the
+ * other shards; the two whole-batch quantities are the multiplier of the total
+ * (the batch size, official `* bs`) and each head's tss = max(sum of target
+ * scores, 1), which reduce_tss sums over the shards before the max. */
+typedef struct {
+    int batch; /* images in the whole batch (>= this shard's N) */
+    /* replaces tsum[h], this shard's sum of target scores of head h, by the sum
+       over all shards (in place); 0, or -1 with gelan_error. NULL: this shard
+       is the whole batch as far as tss goes. */
+    int (*reduce_tss)(void *ctx, double *tsum, int n_heads);
+    void *ctx;
+} LossShard;
+
+Tensor *yolo_loss_shard(Tape *t, Tensor *const *maps, int n_heads, int nl, const float *head_weights,
+                        const float *strides, const Targets *targets, const LossHyp *hyp, const LossShard *shard,
+                        LossItems *items);
+
 /* The same loss with a given assignment per head (given[n_heads], e.g. one
  * captured by yolo_loss, or the official one) instead of running the
  * assigner; the targets are then not needed. target_scores must be zero

@@ -11,8 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "nn/quant.h"
+#include "autograd/ops.h"
 #include "tensor/error.h"
 #include "tensor/json.h"
+#include "train/dist.h"
 #include "train/loader.h"
 #include "train/plot.h"
 #include "train/validate.h"
@@ -83,32 +86,147 @@ void train_core_free(TrainCore *c) {
     ema_free(c->ema);
     tape_free(c->tape);
     free(c->oparams);
+    free(c->has_grad);
     memset(c, 0, sizeof *c);
 }
 
-int train_core_step(TrainCore *c, Tensor *images, const Targets *targets, int epoch, long i, LossItems *items) {
+/* ---- data-parallel pieces (train/dist.h) --------------------------------------------- */
+
+int train_core_set_dist(TrainCore *c, bool sync_bn, long check_every) {
+    if (dist_size() == 1) return 0;
+    if (!(c->has_grad = calloc((size_t)c->noparams + 1, sizeof *c->has_grad))) return gelan_error("out of memory");
+    c->dist = true, c->sync_bn = sync_bn, c->dist_check = check_every;
+    return 0;
+}
+
+typedef struct {
+    Tensor **ts;
+    int n;
+} TensorList;
+
+static int add_tensor(void *ctx, const char *name, Tensor *t) {
+    (void)name;
+    TensorList *l = ctx;
+    l->ts[l->n++] = t;
+    return 0;
+}
+
+/* --qat: the observer state (qat.*), which, like the BN running buffers, each rank
+ * updates from its own shard; appended to ts[*n...]. */
+static void add_qat_state(Model *m, Tensor **ts, int *n) {
+    if (!model_qat_enabled(m)) return;
+    TensorList l = {ts, *n};
+    model_qat_foreach(m, add_tensor, &l);
+    *n = l.n;
+}
+
+/* The tensors all ranks must hold alike (malloc'd array): parameters, buffers, EMA,
+ * optimizer state and QAT observers. */
+static Tensor **replicated_tensors(const TrainCore *c, int *n) {
+    Model *m = c->model;
+    const Optimizer *o = c->optim;
+    int cap = m->nparams + m->nbuffers + c->ema->n + 4 * o->n + model_qat_state_count(m), k = 0;
+    Tensor **ts = malloc(sizeof *ts * (size_t)(cap + 1));
+    if (!ts) return NULL;
+    add_qat_state(m, ts, &k);
+    for (int i = 0; i < m->nparams; i++) ts[k++] = m->params[i].t;
+    for (int i = 0; i < m->nbuffers; i++) ts[k++] = m->buffers[i].t;
+    for (int i = 0; i < c->ema->n; i++) ts[k++] = c->ema->ema[i];
+    for (int i = 0; i < o->n; i++) {
+        for (int j = 0; j < 3; j++)
+            if (o->state[i].buf[j]) ts[k++] = o->state[i].buf[j];
+        if (o->state[i].step) ts[k++] = o->state[i].step;
+    }
+    *n = k;
+    return ts;
+}
+
+int train_core_check_replicas(TrainCore *c, const char *what) {
+    if (!c->dist) return 0;
+    int n;
+    Tensor **ts = replicated_tensors(c, &n);
+    if (!ts) return gelan_error("out of memory");
+    int rc = dist_check_same(ts, n, what);
+    free(ts);
+    return rc;
+}
+
+/* Before an optimizer step: the gradients summed over the ranks (a parameter has one
+ * where any rank's backward reached it, as in one process over the whole batch), and
+ * rank 0's BN running buffers (and QAT observers) everywhere. */
+static int dist_before_step(TrainCore *c) {
+    Model *m = c->model;
+    for (int k = 0; k < c->noparams; k++) c->has_grad[k] = c->oparams[k].param->grad != NULL;
+    if (dist_sum_f64(c->has_grad, (size_t)c->noparams, "which parameters have gradients")) return -1;
+    Tensor **ts = malloc(sizeof *ts * (size_t)(c->noparams + m->nbuffers + model_qat_state_count(m) + 1));
+    if (!ts) return gelan_error("out of memory");
+    int rc = 0;
+    for (int k = 0; k < c->noparams && !rc; k++) {
+        ts[k] = c->oparams[k].param;
+        if (c->has_grad[k] > 0 && !tensor_grad(ts[k], &c->tape->arena)) rc = gelan_error("out of memory");
+    }
+    if (!rc) rc = dist_sum_grads(ts, c->noparams, 0);
+    int nb = 0;
+    for (int k = 0; k < m->nbuffers; k++) ts[nb++] = m->buffers[k].t;
+    add_qat_state(m, ts, &nb);
+    if (!rc) rc = dist_bcast_tensors(ts, nb, "BN running buffers");
+    free(ts);
+    return rc;
+}
+
+int train_core_step_shard(TrainCore *c, Tensor *images, const Targets *targets, int batch_n, int epoch, long i,
+                          LossItems *items, int *instances) {
     Model *m = c->model;
     const long ni = i + c->nb * (long)epoch;
+    const int n = images ? images->shape[0] : 0;
+    if (!c->dist && (!images || n != batch_n))
+        return gelan_error("train: a shard of %d images of %d needs data-parallel training", n, batch_n);
+    /* a batch of fewer images than ranks is whole on rank 0 (loader_shard_range): no
+       sums inside its forward and backward then */
+    const bool split = c->dist && batch_n >= dist_size();
     schedule_apply(&c->sched, c->optim, epoch, i);
-    tape_set_grad_enabled(c->tape, true);
-    ModelOutput out;
-    int rc = model_forward(m, c->tape, images, true, &out);
-    Tensor *maps[DETECT_MAX_HEADS * DETECT_MAX_LEVELS];
-    for (int h = 0; h < out.nheads; h++)
-        for (int l = 0; l < out.nl; l++) maps[h * out.nl + l] = out.maps[h][l];
-    Tensor *loss = rc ? NULL
-                      : yolo_loss(c->tape, maps, out.nheads, out.nl, c->head_weights, m->head.strides, targets,
-                                  &c->hyp.loss, items, NULL);
-    rc = loss ? tape_backward(c->tape, loss) : -1;
+    LossItems it = {0};
+    int rc = 0;
+    if (n > 0) {
+        tape_set_grad_enabled(c->tape, true);
+        if (split && c->sync_bn) batchnorm2d_set_sync(dist_bn_sum, NULL);
+        ModelOutput out;
+        rc = model_forward(m, c->tape, images, true, &out);
+        Tensor *maps[DETECT_MAX_HEADS * DETECT_MAX_LEVELS];
+        for (int h = 0; !rc && h < out.nheads; h++)
+            for (int l = 0; l < out.nl; l++) maps[h * out.nl + l] = out.maps[h][l];
+        /* every shard normalised as the whole batch: the gradients of the shards sum to its gradient */
+        LossShard shard = {.batch = batch_n, .reduce_tss = split ? dist_tss_sum : NULL};
+        Tensor *loss = rc ? NULL
+                          : yolo_loss_shard(c->tape, maps, out.nheads, out.nl, c->head_weights, m->head.strides,
+                                            targets, &c->hyp.loss, &shard, &it);
+        rc = loss ? tape_backward(c->tape, loss) : -1;
+        batchnorm2d_set_sync(NULL, NULL);
+    }
+    if (!rc && c->dist) {
+        double v[5] = {it.box, it.cls, it.dfl, it.total, instances ? *instances : 0};
+        rc = dist_sum_f64(v, 5, "loss items");
+        it = (LossItems){.box = (float)v[0], .cls = (float)v[1], .dfl = (float)v[2], .total = (float)v[3]};
+        if (instances) *instances = (int)v[4];
+    }
     if (!rc && accumulator_should_step(&c->acc, ni, c->sched.nw)) {
-        rc = clip_grad_norm(c->oparams, c->noparams, 10.0, NULL);
+        if (c->dist) rc = dist_before_step(c);
+        if (!rc) rc = clip_grad_norm(c->oparams, c->noparams, 10.0, NULL);
         if (!rc) rc = optim_step(c->optim);
         optim_zero_grad(c->optim);
         ema_update(c->ema);
+        c->steps++;
+        if (!rc && c->dist_check > 0 && c->steps % c->dist_check == 0)
+            rc = train_core_check_replicas(c, "--dist-check");
     }
+    if (items) *items = it;
     tape_reset(c->tape);
     if (rc) gelan_error_prefix("train: epoch %d iteration %ld", epoch, i);
     return rc;
+}
+
+int train_core_step(TrainCore *c, Tensor *images, const Targets *targets, int epoch, long i, LossItems *items) {
+    return train_core_step_shard(c, images, targets, images ? images->shape[0] : 0, epoch, i, items, NULL);
 }
 
 /* ---- options, run directory, results ------------------------------------------------ */
@@ -261,6 +379,11 @@ typedef struct {
     JsonValue *resume_opt; /* strings of o when resuming */
     int start_epoch;
     double best_fitness;
+    QatOptions qo; /* when o.qat */
+    char *qat_buf; /* o.qat_exclude split at commas (qo.exclude points into it) */
+    const char **qat_tokens;
+    char *qat_json;        /* metadata `qat`: the options --resume rebuilds */
+    JsonValue *resume_qat; /* the checkpoint's `qat` when resuming */
 } Run;
 
 static void run_free(Run *r) {
@@ -277,6 +400,10 @@ static void run_free(Run *r) {
     free(r->opt_json);
     free(r->hyp_yaml);
     json_free(r->resume_opt);
+    free(r->qat_buf);
+    free(r->qat_tokens);
+    free(r->qat_json);
+    json_free(r->resume_qat);
 }
 
 /* Copies the EMA (parameters then buffers, the order train_core_init gave
@@ -310,6 +437,7 @@ static int resume_options(Run *r, Checkpoint **ck) {
     }
     /* what only this process decides */
     r->o.resume = true, r->o.project = keep.project, r->o.name = keep.name, r->o.max_iters = keep.max_iters;
+    r->o.sync_bn = keep.sync_bn, r->o.dist_check = keep.dist_check; /* free to change with the number of ranks */
     if (keep.workers > 0) r->o.workers = keep.workers;
     const char *hyp = ckpt_meta(*ck, "hyp");
     if (hyp) return hyp_parse(&r->hyp, hyp, r->last);
@@ -352,6 +480,7 @@ static int open_loaders(Run *r) {
     loader_options_default(&lo, true);
     lo.img_size = r->o.img, lo.batch = r->o.batch, lo.workers = r->o.workers, lo.seed = r->o.seed;
     lo.hyp = r->hyp.aug;
+    lo.shard = dist_rank(), lo.shards = dist_size(); /* data-parallel: this rank's part of every batch */
     if (!(r->tl = loader_new(r->train, &lo))) return -1;
     LoaderOptions vo;
     loader_options_default(&vo, false);
@@ -361,14 +490,15 @@ static int open_loaders(Run *r) {
 }
 
 static int save_checkpoint(Run *r, const char *path, int epoch) {
+    dist_poll(); /* data-parallel: rank 0 writes alone; the waiting ranks see it alive */
     char los[32], seed[32];
     snprintf(los, sizeof los, "%ld", r->core.acc.last_opt_step);
     snprintf(seed, sizeof seed, "{\"seed\": %llu}", (unsigned long long)r->o.seed);
     char img[16], batch[16];
     snprintf(img, sizeof img, "%d", r->o.img);
     snprintf(batch, sizeof batch, "%d", r->o.batch);
-    CkptMeta extra[] = {{"opt", r->opt_json}, {"last_opt_step", los}, {"rng", seed},
-                        {"data", r->o.data},  {"img", img},           {"batch", batch}};
+    CkptMeta extra[] = {{"opt", r->opt_json}, {"last_opt_step", los}, {"rng", seed},       {"data", r->o.data},
+                        {"img", img},         {"batch", batch},       {"qat", r->qat_json}};
     CkptContents c = {.model = r->model,
                       .ema = r->core.ema,
                       .optim = r->core.optim,
@@ -377,8 +507,57 @@ static int save_checkpoint(Run *r, const char *path, int epoch) {
                       .epoch = epoch,
                       .best_fitness = r->best_fitness,
                       .extra = extra,
-                      .n_extra = (int)(sizeof extra / sizeof extra[0])};
+                      .n_extra = (int)(sizeof extra / sizeof extra[0]) - (r->qat_json ? 0 : 1)};
     return ckpt_save(path, &c);
+}
+
+/* --qat: fake quant on the training and the evaluation model, after the
+ * float weights are final (--weights, fp16 rounding); a resumed run takes its
+ * options from the checkpoint's `qat` metadata and its observers from qat.*. */
+static int qat_setup(Run *r, Checkpoint *resume) {
+    long fbn = -1, fobs = -1;
+    double avg = QAT_AVERAGING_CONSTANT;
+    if (resume) {
+        const char *meta = ckpt_meta(resume, "qat");
+        r->o.qat = meta != NULL;
+        if (meta) {
+            if (!(r->resume_qat = json_parse(meta, strlen(meta)))) return -1;
+            const JsonValue *ex = json_get(r->resume_qat, "exclude"), *ac = json_get(r->resume_qat, "averaging");
+            if (!ex || ex->type != JSON_STRING || !ac || ac->type != JSON_NUMBER ||
+                json_int(r->resume_qat, "freeze_bn_epoch", &fbn) ||
+                json_int(r->resume_qat, "freeze_observer_epoch", &fobs))
+                return gelan_error("%s: bad `qat` metadata %s", r->last, meta);
+            r->o.qat_exclude = ex->str;
+            avg = ac->number;
+        }
+    }
+    if (!r->o.qat) return 0;
+    qat_options_default(&r->qo, r->o.epochs);
+    if (resume) {
+        r->qo.freeze_bn_epoch = (int)fbn, r->qo.freeze_observer_epoch = (int)fobs;
+        r->qo.averaging_constant = (float)avg;
+    }
+    const char *ex = r->o.qat_exclude ? r->o.qat_exclude : "";
+    size_t n = strlen(ex);
+    if (!(r->qat_buf = strdup(ex)) || !(r->qat_tokens = calloc(n / 2 + 1, sizeof *r->qat_tokens)))
+        return gelan_error("out of memory");
+    char *save = NULL;
+    for (char *tok = strtok_r(r->qat_buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+        r->qat_tokens[r->qo.nexclude++] = tok;
+    r->qo.exclude = r->qat_tokens;
+    if (model_qat_enable(r->model, &r->qo) || model_qat_enable(r->eval, &r->qo)) {
+        gelan_error_prefix("--qat");
+        return -1;
+    }
+    if (resume && ckpt_load_qat(resume, r->model)) return -1;
+    char *q = json_quote(ex);
+    size_t len = (q ? strlen(q) : 0) + 160;
+    if (q && (r->qat_json = malloc(len)))
+        snprintf(r->qat_json, len,
+                 "{\"exclude\": %s, \"freeze_bn_epoch\": %d, \"freeze_observer_epoch\": %d, \"averaging\": %.9g}", q,
+                 r->qo.freeze_bn_epoch, r->qo.freeze_observer_epoch, (double)r->qo.averaging_constant);
+    free(q);
+    return r->qat_json ? 0 : gelan_error("out of memory");
 }
 
 static int setup(Run *r, TrainStartInfo *si) {
@@ -404,7 +583,7 @@ static int setup(Run *r, TrainStartInfo *si) {
         r->o.img = img;
     }
     if (!rc) rc = open_loaders(r);
-    if (!rc && !r->o.resume) rc = mkdirs(r->dir);
+    if (!rc && !r->o.resume && dist_rank() == 0) rc = mkdirs(r->dir); /* rank 0 writes the run */
     long nb = rc ? 0 : loader_num_batches(r->tl);
     if (r->o.max_batches > 0 && nb > r->o.max_batches) nb = r->o.max_batches;
     if (!rc)
@@ -429,6 +608,7 @@ static int setup(Run *r, TrainStartInfo *si) {
     } else if (!rc && r->o.fp16_init) {
         round_to_fp16(r->model);
     }
+    if (!rc) rc = qat_setup(r, ck);
     ckpt_close(ck);
     if (!rc)
         rc = (r->opt_json = options_json(&r->o, r->o.data)) && (r->hyp_yaml = hyp_to_yaml(&r->hyp))
@@ -461,6 +641,7 @@ static double seconds_now(void) {
 
 static void val_progress(void *ctx, long done, long total) {
     const Run *r = ctx;
+    dist_poll(); /* rank 0 validates alone: tells waiting ranks it is alive */
     if (r->cb.on_val) r->cb.on_val(r->cb.ctx, &(TrainValInfo){done, total});
 }
 
@@ -478,19 +659,49 @@ static int train_epoch(Run *r, int epoch, LossItems *mean, long *iters, bool *st
         int got = loader_next(r->tl, &b);
         if (got <= 0) return got < 0 ? -1 : gelan_error("train: the loader ended after %ld of %ld batches", i, c->nb);
         LossItems it;
-        if (train_core_step(c, b->images, &b->targets, epoch, i, &it)) return -1;
+        int instances = b->targets.n;
+        if (dist_size() > 1) { /* named in a failure message */
+            char where[64];
+            snprintf(where, sizeof where, "epoch %d iteration %ld", epoch, i);
+            dist_set_context(where);
+        }
+        if (train_core_step_shard(c, b->images, &b->targets, b->batch_n, epoch, i, &it, &instances)) return -1;
         /* mloss = (mloss * i + loss_items) / (i + 1) */
         mean->box = (mean->box * i + it.box) / (i + 1);
         mean->cls = (mean->cls * i + it.cls) / (i + 1);
         mean->dfl = (mean->dfl * i + it.dfl) / (i + 1);
         if (r->cb.on_batch)
-            r->cb.on_batch(r->cb.ctx, &(TrainBatchInfo){epoch, r->o.epochs, i, c->nb, *mean, b->targets.n, b->w});
+            r->cb.on_batch(r->cb.ctx, &(TrainBatchInfo){epoch, r->o.epochs, i, c->nb, *mean, instances, b->w});
         if (r->o.max_iters > 0 && ++*iters >= r->o.max_iters) {
             *stopped = true;
             return 0;
         }
     }
     return 0;
+}
+
+/* Data-parallel start, on every rank after setup: all set up (else the failing rank's
+ * message), rank 0's run directory, weights and EMA everywhere (as DDP broadcasts the
+ * module), then a check that every rank holds the same state (a resume reads the
+ * checkpoint on every rank: it must be the same file). */
+static int dist_start(Run *r, int rc) {
+    if (dist_size() == 1) return rc;
+    dist_set_context("start");
+    if (dist_agree(rc, "setup")) return -1;
+    if (dist_bcast(r->dir, sizeof r->dir, "run directory")) return -1;
+    if (train_core_set_dist(&r->core, r->o.sync_bn, r->o.dist_check)) return -1;
+    const Model *m = r->model;
+    const int cap = m->nparams + m->nbuffers + r->core.ema->n + model_qat_state_count(m);
+    Tensor **ts = malloc(sizeof *ts * (size_t)(cap + 1));
+    if (!ts) return gelan_error("out of memory");
+    int n = 0;
+    add_qat_state(r->model, ts, &n);
+    for (int i = 0; i < m->nparams; i++) ts[n++] = m->params[i].t;
+    for (int i = 0; i < m->nbuffers; i++) ts[n++] = m->buffers[i].t;
+    for (int i = 0; i < r->core.ema->n; i++) ts[n++] = r->core.ema->ema[i];
+    rc = dist_bcast_tensors(ts, n, "weights from rank 0");
+    free(ts);
+    return rc ? rc : train_core_check_replicas(&r->core, "start (same checkpoint on every rank?)");
 }
 
 int train_run(const TrainOptions *opts, const TrainCallbacks *cb, TrainResult *res) {
@@ -500,13 +711,16 @@ int train_run(const TrainOptions *opts, const TrainCallbacks *cb, TrainResult *r
     r.o = *opts;
     if (cb) r.cb = *cb;
     TrainStartInfo si = {0};
-    int rc = setup(&r, &si);
+    int rc = dist_start(&r, setup(&r, &si));
+    si.ranks = dist_size(), si.sync_bn = r.o.sync_bn && dist_size() > 1;
+    const bool root = dist_rank() == 0; /* validates, writes the run and reports */
     snprintf(res->dir, sizeof res->dir, "%s", r.dir);
     if (!rc && r.cb.on_start) r.cb.on_start(r.cb.ctx, &si);
     long iters = 0;
     for (int epoch = r.start_epoch; !rc && epoch < r.o.epochs; epoch++) {
         TrainEpochInfo e = {.epoch = epoch, .epochs = r.o.epochs, .last_path = r.last, .best_path = r.best};
         double t0 = seconds_now();
+        if (r.o.qat) model_qat_apply_epoch(r.model, &r.qo, epoch);
         rc = train_epoch(&r, epoch, &e.mean, &iters, &res->stopped);
         if (rc || res->stopped) break;
         for (int g = 0; g < PARAM_GROUP_COUNT; g++) e.lr[g] = r.core.optim->group[g].lr;
@@ -514,10 +728,12 @@ int train_run(const TrainOptions *opts, const TrainCallbacks *cb, TrainResult *r
         t0 = seconds_now();
         MapResult val = {0};
         const bool final = epoch + 1 == r.o.epochs;
-        if (!r.o.noval || final) {
+        if (root && (!r.o.noval || final)) {
             ValRun vr = {.progress = val_progress, .ctx = &r};
             val_options_default(&vr.opt);
             load_ema_into(r.core.ema, r.eval);
+            /* QAT: the EMA weights with the training model's observers, as fake quant */
+            if (r.o.qat && (rc = model_qat_copy_state(r.eval, r.model))) break;
             rc = validate_dataset(r.eval, r.core.tape, r.vl, r.val, &vr, &val);
             if (rc) break;
             e.val = &val;
@@ -527,11 +743,14 @@ int train_run(const TrainOptions *opts, const TrainCallbacks *cb, TrainResult *r
         if (e.fitness > r.best_fitness) r.best_fitness = e.fitness;
         e.best_fitness = r.best_fitness;
         e.best = r.best_fitness == e.fitness;
-        rc = csv_append(r.csv, &e, epoch == 0 || access(r.csv, F_OK) != 0);
-        if (!rc) rc = save_checkpoint(&r, r.last, epoch);
-        if (!rc && e.best) rc = save_checkpoint(&r, r.best, epoch);
-        if (!rc) rc = plot_results_csv(r.csv, r.svg, NULL);
+        if (root) rc = csv_append(r.csv, &e, epoch == 0 || access(r.csv, F_OK) != 0);
+        if (!rc && root) rc = save_checkpoint(&r, r.last, epoch);
+        if (!rc && root && e.best) rc = save_checkpoint(&r, r.best, epoch);
+        if (!rc && root) rc = plot_results_csv(r.csv, r.svg, NULL);
         if (!rc && r.cb.on_epoch) r.cb.on_epoch(r.cb.ctx, &e);
+        if (dist_size() > 1) /* the other ranks wait for rank 0's validation and checkpoints */
+            rc = root ? dist_root_done(rc, "validation and checkpoints")
+                      : dist_wait_root("rank 0's validation and checkpoints");
         res->epochs_done++;
         map_result_free(&res->last_val);
         res->last_val = val;

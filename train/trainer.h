@@ -61,6 +61,15 @@ typedef struct {
     bool fp16_init;      /* round the initial weights to fp16 as the official model.half().float() (default on) */
     long max_iters;      /* > 0: stop like a killed run after this many iterations of this process (tests) */
     long max_batches;    /* > 0: use only the first N batches of each epoch (quick runs, tests) */
+    /* data-parallel training under mpirun (train/dist.h, docs/MPI.md) */
+    bool sync_bn;    /* --sync-bn: BN statistics over the global batch (default: per rank, as PyTorch DDP) */
+    long dist_check; /* --dist-check N: check every N optimizer steps that all ranks hold the same weights */
+    /* Quantization-aware training (nn/quant.h, docs/QUANTIZATION.md): fake quant
+     * on the model after its weights are loaded, the freezes of
+     * qat_options_default(epochs), validation of the fake-quant EMA model, qat.*
+     * state and the options (metadata `qat`) in checkpoints for --resume. */
+    bool qat;
+    const char *qat_exclude; /* comma-separated exclude tokens (nn/quant.h); NULL: none */
 } TrainOptions;
 
 void train_options_default(TrainOptions *o);
@@ -83,6 +92,8 @@ typedef struct {
     int start_epoch, epochs;
     int transferred, transfer_total; /* --weights: tensors taken / model tensors */
     bool resumed;
+    int ranks;    /* data-parallel processes (1: none) */
+    bool sync_bn; /* BN statistics over the ranks */
 } TrainStartInfo;
 
 typedef struct {
@@ -146,6 +157,10 @@ typedef struct {
     Hyp hyp;
     float head_weights[3];
     long nb;
+    /* data-parallel (train_core_set_dist) */
+    bool dist, sync_bn;
+    long dist_check, steps; /* check the weights every dist_check optimizer steps; steps taken */
+    double *has_grad;       /* [noparams] scratch */
 } TrainCore;
 
 /* Sets up the optimizer (weight decay scaled for the batch), schedule over
@@ -158,5 +173,24 @@ void train_core_free(TrainCore *c);
  * accumulator says so) clip + step + zero grad + EMA update; then tape_reset.
  * images [B, 3, S, S] in [0, 1]; targets rows as the loss takes them. */
 int train_core_step(TrainCore *c, Tensor *images, const Targets *targets, int epoch, long i, LossItems *items);
+
+/* Data-parallel training over the ranks of train/dist.h: from now on
+ * train_core_step_shard sums over the ranks (the loss normalisation, the
+ * gradients at an optimizer step, the loss items), every rank takes rank 0's
+ * BN running buffers at a step (as DDP's broadcast_buffers), and with sync_bn
+ * the BN statistics are those of the global batch. check_every > 0: every that
+ * many optimizer steps, an error unless all ranks hold the same parameters,
+ * buffers, EMA and optimizer state. No-op on one process. */
+int train_core_set_dist(TrainCore *c, bool sync_bn, long check_every);
+/* An error unless every rank holds the same parameters, buffers, EMA and
+ * optimizer state (a checksum of each compared with rank 0's). */
+int train_core_check_replicas(TrainCore *c, const char *what);
+/* Iteration i on this rank's shard (images [n, 3, S, S], NULL when n = 0) of a
+ * global batch of batch_n images (train/loader.h's loader_shard_range). With
+ * train_core_set_dist, the step is the one a single process takes on the whole
+ * batch: items are those of the whole batch, *instances (may be NULL; in: this
+ * shard's targets) their count over the ranks. Without it, train_core_step. */
+int train_core_step_shard(TrainCore *c, Tensor *images, const Targets *targets, int batch_n, int epoch, long i,
+                          LossItems *items, int *instances);
 
 #endif

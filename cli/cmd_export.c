@@ -1,0 +1,116 @@
+/* gelan export --model M | --weights CKPT [--cfg CFG] [--no-ema] --out F.onnx [--img N]:
+ * the fused inference model as ONNX (export/onnx_export.h, docs/ONNX.md). A
+ * checkpoint is converted in memory first, as `gelan convert` does
+ * (nn/convert.h): main branch only, BN folded, RepConvN merged. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "train/checkpoint.h" /* first: see its note on nn/model.h */
+#include "export/onnx_export.h"
+#include "nn/convert.h"
+#include "tensor/error.h"
+
+static const char *USAGE = "gelan export --model M | --weights CKPT [--cfg CFG] [--no-ema] --out F.onnx [--img N]";
+
+static int graph_lookup(void *ctx, const char *name, InferTensor *out) {
+    const InferGraph *g = ctx;
+    for (int i = 0; i < g->ntensors; i++) {
+        if (strcmp(g->tensors[i].name, name)) continue;
+        out->data = g->tensors[i].data;
+        out->ndim = g->tensors[i].ndim;
+        for (int d = 0; d < out->ndim; d++) out->shape[d] = g->tensors[i].shape[d];
+        return 0;
+    }
+    return -1;
+}
+
+/* 2407616 -> "2,407,616" */
+static const char *with_commas(size_t v, char *buf, size_t len) {
+    char digits[32];
+    int n = snprintf(digits, sizeof digits, "%zu", v), o = 0;
+    for (int i = 0; i < n && o + 2 < (int)len; i++) {
+        if (i && (n - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* The checkpoint's main branch, fused, as an inference graph, exported. */
+static int export_checkpoint(const char *weights, const char *cfg, bool no_ema, const OnnxExportOptions *opt,
+                             const char *out, OnnxExportInfo *info) {
+    Checkpoint *ck = ckpt_open(weights);
+    if (!ck) return -1;
+    Model *src = ckpt_build_model(ck, cfg, NULL), *single = NULL;
+    InferGraph g = {0};
+    char *default_names = NULL;
+    bool use_ema = ckpt_has_ema(ck) && !no_ema; /* the official export takes ckpt['ema'] when present */
+    int rc = src ? ckpt_load_weights(ck, src, use_ema ? CKPT_EMA : CKPT_MODEL) : -1;
+    const char *names = ckpt_meta(ck, "names");
+    if (!rc && !names) rc = (names = default_names = convert_default_names(src->nc)) ? 0 : -1;
+    if (!rc) rc = (single = convert_single_branch(src, weights)) ? 0 : -1;
+    if (!rc) rc = model_fuse(single);
+    if (!rc) rc = convert_graph(single, &g);
+    if (!rc) {
+        printf("%s (%s weights): %d layers, %d head%s -> fused single branch, %d graph nodes\n", weights,
+               use_ema ? "ema" : "model", src->nlayers, src->head.nheads, src->head.nheads > 1 ? "s" : "", g.nnodes);
+        rc = onnx_export_graph(g.text, names, graph_lookup, &g, opt, out, info);
+    }
+    convert_graph_free(&g);
+    model_free(single);
+    model_free(src);
+    free(default_names);
+    ckpt_close(ck);
+    return rc;
+}
+
+int cmd_export(int argc, char **argv) {
+    const char *model = NULL, *weights = NULL, *cfg = NULL, *out = NULL;
+    bool no_ema = false;
+    int img = 0;
+    ArgSpec specs[] = {
+        {"--model", ARG_STR, &model, "M: inference model (gelan convert output, format gelan-infer/1)"},
+        {"--weights", ARG_STR, &weights, "CKPT: training checkpoint or weights file instead, converted first"},
+        {"--cfg", ARG_STR, &cfg, "CFG: model YAML for --weights without `cfg` metadata"},
+        {"--no-ema", ARG_FLAG, &no_ema, "with --weights: the model.* weights even when the file has ema.*"},
+        {"--out", ARG_STR, &out, "F.onnx: output (written atomically)"},
+        {"--img", ARG_INT, &img, "N: fix the input to NxN (batch stays dynamic); default: any size"},
+    };
+    int nspecs = (int)(sizeof specs / sizeof specs[0]);
+    int rc = args_parse(argc, argv, USAGE, specs, nspecs, NULL, 0, NULL);
+    if (rc) return rc == 1 ? 0 : rc;
+    const char *why = !out                       ? "give --out"
+                      : !model == !weights       ? "give one of --model and --weights"
+                      : model && (cfg || no_ema) ? "--cfg and --no-ema go with --weights"
+                      : img < 0                  ? "--img must be positive"
+                                                 : NULL;
+    if (why) {
+        fprintf(stderr, "error: %s\n", why);
+        args_usage(USAGE, specs, nspecs, false);
+        return 2;
+    }
+    OnnxExportOptions opt = {img, img};
+    OnnxExportInfo info;
+    rc = model ? onnx_export_model(model, &opt, out, &info) : export_checkpoint(weights, cfg, no_ema, &opt, out, &info);
+    if (rc) { /* the library's messages start with "export: " already */
+        const char *msg = gelan_last_error();
+        if (strncmp(msg, "export: ", 8)) return cli_fail("export");
+        fprintf(stderr, "gelan %s\n", msg);
+        return 1;
+    }
+    char size[32], params[32];
+    if (img > 0)
+        snprintf(size, sizeof size, "%d, %d", img, img);
+    else
+        snprintf(size, sizeof size, "height, width");
+    printf("wrote %s: ONNX opset %d, %d nodes (from %d graph nodes), %s parameters, %.1f MB\n", out, ONNX_EXPORT_OPSET,
+           info.onnx_nodes, info.graph_nodes, with_commas(info.params, params, sizeof params),
+           (double)info.bytes / 1e6);
+    printf("input: input [batch, %d, %s] float32; output: %s", info.input_channels, size, info.output);
+    if (info.nc >= 0) printf(" [batch, %d, anchors]", 4 + info.nc);
+    printf("\n");
+    return 0;
+}
