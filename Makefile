@@ -171,13 +171,11 @@ $(B)/asan/test_runner: $(B)/asan/onnx/onnx.pb-c.o
 $(call obj,$(wildcard export/*.c)) $(call aobj,$(wildcard export/*.c)): $(ONNX_GEN).h
 
 # ---- MPI (optional): data-parallel training, train/dist.c (docs/MPI.md) ----------------
-# MPI=1 compiles and links with Open MPI's mpicc (wrapping $(CC)) and -DGELAN_MPI; the
-# default is 1 when mpicc is on the PATH (Debian: libopenmpi-dev openmpi-bin), else 0, and
-# then train/dist.c is its one-process version. `make mpi-test` runs tests/mpi_test.sh
+# MPI=1 compiles and links with Open MPI's mpicc (wrapping $(CC)) and -DGELAN_MPI
+# (Debian: libopenmpi-dev openmpi-bin); the default MPI=0 builds train/dist.c's
+# one-process version. `make mpi-test` runs tests/mpi_test.sh
 # (mpirun -np 2 on this machine).
-ifeq ($(origin MPI),undefined)
-MPI := $(if $(shell command -v mpicc 2>/dev/null),1,0)
-endif
+MPI ?= 0
 ifeq ($(MPI),1)
 export OMPI_CC := $(CC)
 override CC := mpicc
