@@ -9,7 +9,9 @@ CC      ?= cc
 ARCH    ?= -march=native
 OPT     ?= -O3
 CFLAGS  ?=
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-math-errno -g -Wall -Wextra -Werror -Wno-format-truncation -I. -I$(B) -MMD -MP -pthread
+# -fno-trapping-math: nothing here uses FP exceptions, and without it gcc will not
+# vectorise loops with float selects or floorf (the SiLU, sigmoid and BN loops)
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-math-errno -fno-trapping-math -g -Wall -Wextra -Werror -Wno-format-truncation -I. -I$(B) -MMD -MP -pthread
 LDLIBS  := -lopenblas -lyaml -lm -pthread
 B       ?= build
 

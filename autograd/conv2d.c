@@ -14,17 +14,24 @@
  * - one input channel per group (depthwise): each GEMM would have a single row of K = kh*kw,
  *   so a direct loop over image planes on the thread pool is much faster.
  *
- * Memory: the columns are built for a block of output rows at a time, into a scratch buffer
- * of at most ~2 MiB from the tape's arena (which is only reset after the step, so a per-conv
- * buffer of kh*kw times the input would add up to 1 GiB over gelan-c at 640). They are not
- * kept for backward: backward recomputes im2col into the same buffer.
+ * The products run on gemm_f32 (infer/gemm.h): the inference runtime's AVX-512 / AVX2 / NEON /
+ * portable micro-kernels with BLAS-style packing. The forward pass is the runtime's own conv
+ * (infer/conv.c, which also uses Winograd F(2x2,3x3) for 3x3 stride-1 layers) on this step's
+ * weights, so training and the deployed model share one convolution.
  *
- * Threads: everything runs on the pool: im2col, col2im, the bias and the depthwise loops
- * split over channels or rows here, and blas_sgemm splits each large GEMM by itself. */
+ * Memory: the columns are built for a block of output rows at a time (at most ~1 MiB), in the
+ * tape's scratch buffer, which every op call reuses (a per-conv buffer of kh*kw times the input
+ * would add up to 1 GiB over gelan-c at 640). Backward recomputes im2col rather than keeping
+ * columns alive.
+ *
+ * Threads: see "the op: tasks for the threads" below; the bias and depthwise loops split over
+ * channels or planes. */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "tensor/blas.h"
+#include "infer/gemm.h"
+#include "infer/ops.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 
@@ -122,42 +129,36 @@ static float dot_f32(const float *a, const float *b, size_t n) {
 }
 
 /* ---- im2col / col2im, one block of output rows of one image at a time ---------------
- * A block is the output rows [oy0, oy0 + rows) of one image, B = rows*Wo positions; its
- * columns are [Cin*kh*kw, B] for all groups at once (row r = (c*kh + ky)*kw + kx). Working
- * by blocks bounds the scratch (see block_rows) and keeps the columns in cache between
- * im2col and the GEMM that reads them, or the GEMM that writes them and col2im. */
-
-typedef struct {
-    const ConvGeom *g;
-    float *x;      /* one image [Cin,H,W]: read by im2col, accumulated into by col2im */
-    float *col;    /* the block's columns [Cin*kh*kw, rows*Wo] */
-    int oy0, rows; /* the block */
-} ColCtx;
+ * A block is the output rows [oy0, oy0 + rows) of one image, B = rows*Wo positions, and the
+ * input channels [c0, c1) (one group's, or a share of them); its columns are
+ * [(c1-c0)*kh*kw, B] (row r = ((c-c0)*kh + ky)*kw + kx). Working by blocks bounds the
+ * scratch (see block_rows) and keeps the columns in cache between im2col and the GEMM that
+ * reads them, or the GEMM that writes them and col2im. Both run on the calling thread: the
+ * op gives each thread whole tasks (images, blocks, channel shares) instead. */
 
 /* Output rows per block, so that a block's columns take at most ~COL_BLOCK_BYTES (one row
- * at least). 2 MiB keeps the GEMMs at full speed (N >= ~100) while bounding the arena
- * scratch of a conv: gelan-c at 640 needs 131 MiB of columns instead of 1 GiB. */
-#define COL_BLOCK_BYTES ((size_t)2 << 20)
+ * at least): the GEMMs run at full speed on such blocks (B >= ~100) and the arena scratch
+ * of a conv stays small (a per-conv buffer of kh*kw times the input would add up to 1 GiB
+ * over gelan-c at 640). */
+#define COL_BLOCK_BYTES ((size_t)1 << 20)
 static int block_rows(const ConvGeom *g) {
-    size_t row_bytes = (size_t)g->Cin * g->kh * g->kw * g->Wo * sizeof(float);
+    size_t row_bytes = g_Kg(g) * g->Wo * sizeof(float);
     size_t rows = COL_BLOCK_BYTES / (row_bytes ? row_bytes : 1);
     return rows < 1 ? 1 : rows > (size_t)g->Ho ? g->Ho : (int)rows;
 }
 
-static void im2col_rows(void *vctx, size_t r0, size_t r1) {
-    const ColCtx *c = vctx;
-    const ConvGeom *g = c->g;
+static void im2col_block(const ConvGeom *g, const float *x, int c0, int c1, int oy0, int rows, float *col) {
     const int s = g->stride, p = g->pad, Wo = g->Wo;
-    for (size_t r = r0; r < r1; r++) {
+    const size_t taps = (size_t)g->kh * g->kw, B = (size_t)rows * Wo;
+    for (size_t r = 0; r < (size_t)(c1 - c0) * taps; r++) {
         int kx = (int)(r % (size_t)g->kw), ky = (int)(r / (size_t)g->kw % (size_t)g->kh);
-        int ch = (int)(r / ((size_t)g->kw * g->kh));
-        const float *src = c->x + (size_t)ch * g_HW(g);
-        float *dst = c->col + r * c->rows * Wo;
+        const float *src = x + (c0 + r / taps) * g_HW(g);
+        float *dst = col + r * B;
         int ylo, yhi, xlo, xhi;
         tap_range(g->H, g->Ho, s, p, ky, &ylo, &yhi);
         tap_range(g->W, g->Wo, s, p, kx, &xlo, &xhi);
-        for (int oy = c->oy0; oy < c->oy0 + c->rows; oy++) {
-            float *d = dst + (size_t)(oy - c->oy0) * Wo;
+        for (int oy = oy0; oy < oy0 + rows; oy++) {
+            float *d = dst + (size_t)(oy - oy0) * Wo;
             if (oy < ylo || oy >= yhi || xlo == xhi) { /* the tap reads only padding here */
                 memset(d, 0, (size_t)Wo * sizeof *d);
                 continue;
@@ -178,26 +179,24 @@ static void im2col_rows(void *vctx, size_t r0, size_t r1) {
     }
 }
 
-/* dx[c] += the taps of channel c in the block's columns, for channels [c0, c1): channels own
- * disjoint rows of col and disjoint planes of dx, so the split over channels needs no lock. */
-static void col2im_channels(void *vctx, size_t c0, size_t c1) {
-    const ColCtx *c = vctx;
-    const ConvGeom *g = c->g;
+/* dx[c] += the taps of channel c in the block's columns, for c in [c0, c1). */
+static void col2im_block(const ConvGeom *g, const float *col, int c0, int c1, int oy0, int rows, float *dx) {
     const int s = g->stride, p = g->pad, Wo = g->Wo;
-    for (size_t ch = c0; ch < c1; ch++) {
-        float *plane = c->x + ch * g_HW(g);
+    const size_t B = (size_t)rows * Wo;
+    for (int ch = c0; ch < c1; ch++) {
+        float *plane = dx + (size_t)ch * g_HW(g);
         for (int ky = 0; ky < g->kh; ky++) {
             for (int kx = 0; kx < g->kw; kx++) {
-                const float *src = c->col + ((ch * g->kh + ky) * g->kw + kx) * c->rows * Wo;
+                const float *src = col + (((size_t)(ch - c0) * g->kh + ky) * g->kw + kx) * B;
                 int ylo, yhi, xlo, xhi;
                 tap_range(g->H, g->Ho, s, p, ky, &ylo, &yhi);
                 tap_range(g->W, g->Wo, s, p, kx, &xlo, &xhi);
-                if (ylo < c->oy0) ylo = c->oy0;
-                if (yhi > c->oy0 + c->rows) yhi = c->oy0 + c->rows;
+                if (ylo < oy0) ylo = oy0;
+                if (yhi > oy0 + rows) yhi = oy0 + rows;
                 if (xlo == xhi) continue; /* the tap reads only padding */
                 for (int oy = ylo; oy < yhi; oy++) {
                     float *row = plane + (size_t)(oy * s - p + ky) * g->W;
-                    const float *d = src + (size_t)(oy - c->oy0) * Wo;
+                    const float *d = src + (size_t)(oy - oy0) * Wo;
                     int ix = xlo * s - p + kx;
                     float *rr = row + ix;
                     if (s == 1) {
@@ -215,16 +214,6 @@ static void col2im_channels(void *vctx, size_t c0, size_t c1) {
 
 /* Rows of at least ~16k floats per piece, so small layers do not pay for waking the pool. */
 static size_t rows_chunk(size_t row_len) { return row_len >= 16384 ? 1 : 16384 / (row_len ? row_len : 1); }
-
-static void im2col(const ConvGeom *g, const float *x, int oy0, int rows, float *col) {
-    ColCtx c = {g, (float *)x, col, oy0, rows};
-    parallel_for((size_t)g->Cin * g->kh * g->kw, rows_chunk((size_t)rows * g->Wo), im2col_rows, &c);
-}
-
-static void col2im(const ConvGeom *g, const float *col, int oy0, int rows, float *dx) {
-    ColCtx c = {g, dx, (float *)col, oy0, rows};
-    parallel_for((size_t)g->Cin, rows_chunk((size_t)rows * g->Wo * g->kh * g->kw), col2im_channels, &c);
-}
 
 /* ---- bias ---------------------------------------------------------------------------- */
 
@@ -364,12 +353,183 @@ static void dw_dw_channels(void *vctx, size_t c0, size_t c1) {
 /* Planes of at least ~16k output floats per piece. */
 static size_t planes_chunk(const ConvGeom *g) { return rows_chunk(g_P(g) * g->kh * g->kw); }
 
-/* ---- the op -------------------------------------------------------------------------- */
+/* ---- the op: tasks for the threads -------------------------------------------------------
+ * Forward, dW and dx each run as one parallel_for over "slots" (one per thread), and each slot
+ * takes whole tasks from an atomic counter: (image, group, block of output rows) for the
+ * forward and dW, (image, group, share of the group's input channels) for dx. A task runs its
+ * im2col, GEMM (infer/gemm.h, on the calling thread) and col2im alone, in its slot's scratch,
+ * so a conv costs one wake-up of the pool per pass instead of one per GEMM. dx tasks own
+ * disjoint channel planes of dx; dW tasks add into their slot's own copy of dW, summed into
+ * the gradient at the end (in a fixed slot order, so the result does not depend on which
+ * thread ran which task only up to that final sum's rounding). */
+
+typedef struct {
+    const ConvGeom *g;
+    const InferKernels *kern;
+    const float *x, *w, *dy;
+    float *y, *dx;
+    float *scratch; /* slots x per_slot floats: the slot's columns, then its GEMM packing */
+    size_t per_slot, col_floats;
+    float *dw_acc;    /* dW tasks add into dw_acc + slot * dw_stride (stride 0: all into one) */
+    size_t dw_stride;
+    int rows, nblocks; /* output rows per block, blocks per image (forward, dW) */
+    int share, shares; /* input channels per share, shares per group (dx) */
+    size_t ntasks, slots;
+    atomic_size_t next;
+} ConvJob;
+
+static float *slot_col(const ConvJob *J, size_t slot) { return J->scratch + slot * J->per_slot; }
+static float *slot_gemm(const ConvJob *J, size_t slot) { return slot_col(J, slot) + J->col_floats; }
+
+/* Blocks of output rows such that there are at least two tasks per thread when a layer has
+ * few images and groups (a batch-1 benchmark), each block bounded by block_rows. */
+static void plan_blocks(ConvJob *J, int threads) {
+    const ConvGeom *g = J->g;
+    int rows = block_rows(g);
+    int per_img = (int)((2 * (size_t)threads + (size_t)g->N * g->groups - 1) / ((size_t)g->N * g->groups));
+    int want = (g->Ho + per_img - 1) / per_img;
+    if (want < rows) rows = want < 1 ? 1 : want;
+    J->rows = rows;
+    J->nblocks = (g->Ho + rows - 1) / rows;
+}
+
+/* forward task (image, group, block): y block = W_g * columns */
+static void fwd_task(ConvJob *J, size_t task, size_t slot) {
+    const ConvGeom *g = J->g;
+    const size_t P = g_P(g), Kg = g_Kg(g), cog = (size_t)g->cog;
+    int blk = (int)(task % (size_t)J->nblocks), k = (int)(task / J->nblocks % (size_t)g->groups);
+    int n = (int)(task / J->nblocks / (size_t)g->groups);
+    int oy0 = blk * J->rows, nb = oy0 + J->rows <= g->Ho ? J->rows : g->Ho - oy0, B = nb * g->Wo;
+    const float *xn = J->x + (size_t)n * g->Cin * g_HW(g);
+    float *yb = J->y + ((size_t)n * g->Cout + k * cog) * P + (size_t)oy0 * g->Wo;
+    const float *wk = J->w + k * cog * Kg;
+    if (is_pointwise(g)) { /* the columns are x itself */
+        gemm_f32(J->kern, false, false, g->cog, B, (int)Kg, wk, (int)Kg, xn + (size_t)k * g->cig * g_HW(g) + oy0 * g->Wo,
+                 (int)P, false, yb, (int)P, slot_gemm(J, slot));
+        return;
+    }
+    im2col_block(g, xn, k * g->cig, (k + 1) * g->cig, oy0, nb, slot_col(J, slot));
+    gemm_f32(J->kern, false, false, g->cog, B, (int)Kg, wk, (int)Kg, slot_col(J, slot), B, false, yb, (int)P,
+             slot_gemm(J, slot));
+}
+
+/* dW task (image, group, block): the slot's dW_g += dy block * columns^T */
+static void dw_task(ConvJob *J, size_t task, size_t slot) {
+    const ConvGeom *g = J->g;
+    const size_t P = g_P(g), Kg = g_Kg(g), cog = (size_t)g->cog;
+    int blk = (int)(task % (size_t)J->nblocks), k = (int)(task / J->nblocks % (size_t)g->groups);
+    int n = (int)(task / J->nblocks / (size_t)g->groups);
+    int oy0 = blk * J->rows, nb = oy0 + J->rows <= g->Ho ? J->rows : g->Ho - oy0, B = nb * g->Wo;
+    const float *xn = J->x + (size_t)n * g->Cin * g_HW(g);
+    const float *dyb = J->dy + ((size_t)n * g->Cout + k * cog) * P + (size_t)oy0 * g->Wo;
+    float *dwk = J->dw_acc + slot * J->dw_stride + k * cog * Kg;
+    const float *cols = xn + (size_t)k * g->cig * g_HW(g) + oy0 * g->Wo; /* pointwise: x */
+    int ldc = (int)P;
+    if (!is_pointwise(g)) {
+        im2col_block(g, xn, k * g->cig, (k + 1) * g->cig, oy0, nb, slot_col(J, slot));
+        cols = slot_col(J, slot), ldc = B;
+    }
+    gemm_f32(J->kern, false, true, g->cog, (int)Kg, B, dyb, (int)P, cols, ldc, true, dwk, (int)Kg,
+             slot_gemm(J, slot));
+}
+
+/* dx task (image, group, share of input channels): dx[share] += col2im(W_g[:, share]^T * dy) */
+static void dx_task(ConvJob *J, size_t task, size_t slot) {
+    const ConvGeom *g = J->g;
+    const size_t P = g_P(g), Kg = g_Kg(g), cog = (size_t)g->cog, taps = (size_t)g->kh * g->kw;
+    int sh = (int)(task % (size_t)J->shares), k = (int)(task / J->shares % (size_t)g->groups);
+    int n = (int)(task / J->shares / (size_t)g->groups);
+    int c0 = sh * J->share, c1 = c0 + J->share < g->cig ? c0 + J->share : g->cig;
+    if (c0 >= c1) return;
+    const int ca = k * g->cig + c0; /* first channel of the share in dx */
+    const float *dyn = J->dy + ((size_t)n * g->Cout + k * cog) * P;
+    float *dxn = J->dx + (size_t)n * g->Cin * g_HW(g);
+    const float *wk = J->w + k * cog * Kg + (size_t)c0 * taps; /* W_g^T rows of the share */
+    if (is_pointwise(g)) {
+        gemm_f32(J->kern, true, false, c1 - c0, (int)P, g->cog, wk, (int)Kg, dyn, (int)P, true,
+                 dxn + (size_t)ca * g_HW(g), (int)P, slot_gemm(J, slot));
+        return;
+    }
+    const int rows = block_rows(g);
+    for (int oy0 = 0; oy0 < g->Ho; oy0 += rows) {
+        const int nb = oy0 + rows <= g->Ho ? rows : g->Ho - oy0, B = nb * g->Wo;
+        gemm_f32(J->kern, true, false, (int)((c1 - c0) * taps), B, g->cog, wk, (int)Kg, dyn + (size_t)oy0 * g->Wo,
+                 (int)P, false, slot_col(J, slot), B, slot_gemm(J, slot));
+        col2im_block(g, slot_col(J, slot), ca, ca + (c1 - c0), oy0, nb, dxn);
+    }
+}
+
+typedef void (*conv_task_fn)(ConvJob *, size_t task, size_t slot);
+
+typedef struct {
+    ConvJob *J;
+    conv_task_fn fn;
+} SlotRun;
+
+/* Tasks that write disjoint outputs are taken from the counter (a thread that the OS holds
+ * up takes fewer); dW tasks sum into their slot's copy, so each slot gets a fixed run of
+ * tasks instead and the sum, thus the training run, does not depend on the timing. */
+static void run_slots(void *ctx, size_t s0, size_t s1) {
+    SlotRun *r = ctx;
+    ConvJob *J = r->J;
+    for (size_t slot = s0; slot < s1; slot++) {
+        if (J->dw_acc) {
+            for (size_t task = slot * J->ntasks / J->slots; task < (slot + 1) * J->ntasks / J->slots; task++)
+                r->fn(J, task, slot);
+            continue;
+        }
+        for (size_t task; (task = atomic_fetch_add(&J->next, 1)) < J->ntasks;) r->fn(J, task, slot);
+    }
+}
+
+static size_t slots_for(const ConvJob *J, int threads) {
+    return (size_t)threads < J->ntasks ? (size_t)threads : J->ntasks > 0 ? J->ntasks : 1;
+}
+
+/* Runs J->ntasks tasks of fn over `slots` slots, each with col_floats floats of columns and
+ * the GEMM's packing scratch, all in the tape's scratch after `keep` floats (which the
+ * caller uses, e.g. for the slots' dW copies). Returns the scratch (for the caller's part). */
+static float *run_tasks(Tape *t, ConvJob *J, conv_task_fn fn, size_t slots, size_t col_floats, size_t keep) {
+    J->slots = slots;
+    J->col_floats = (col_floats + 15) & ~(size_t)15; /* keeps every part 64-byte aligned */
+    J->per_slot = J->col_floats + ((gemm_scratch_floats(J->kern) + 15) & ~(size_t)15);
+    keep = (keep + 15) & ~(size_t)15;
+    float *mem = tape_scratch(t, (keep + J->per_slot * slots) * sizeof(float));
+    if (!mem) return NULL;
+    J->scratch = mem + keep;
+    if (J->dw_stride) J->dw_acc = mem; /* the slots' own dW copies */
+    if (keep) memset(mem, 0, keep * sizeof(float));
+    atomic_init(&J->next, 0);
+    SlotRun r = {J, fn};
+    parallel_for(slots, 1, run_slots, &r);
+    return mem;
+}
+
+/* Threads for a conv: one below ~3 MFLOP (waking the pool costs more), none extra inside a
+ * parallel region. */
+static int conv_threads(const ConvGeom *g) {
+    double flops = 2.0 * g->N * g->Cout * (double)g_Kg(g) * (double)g_P(g);
+    return pool_in_worker() || flops < 3e6 ? 1 : pool_threads();
+}
 
 typedef struct {
     ConvGeom g;
-    float *col; /* the forward's column scratch, reused by backward (contents not needed) */
 } ConvSaved;
+
+typedef struct {
+    const float *parts;
+    size_t nparts, stride;
+    float *out;
+} SumCtx;
+
+/* out[i] += sum over parts of parts[p*stride + i], parts in order */
+static void sum_parts(void *vctx, size_t i0, size_t i1) {
+    const SumCtx *c = vctx;
+    for (size_t p = 0; p < c->nparts; p++) {
+        const float *src = c->parts + p * c->stride;
+        for (size_t i = i0; i < i1; i++) c->out[i] += src[i];
+    }
+}
 
 static int conv2d_backward(Tape *t, TapeNode *node) {
     const ConvSaved *sv = node->saved;
@@ -378,7 +538,7 @@ static int conv2d_backward(Tape *t, TapeNode *node) {
     const float *dy = node->out->grad;
     float *dx = tape_grad_of(t, x), *dw = tape_grad_of(t, w), *db = b ? tape_grad_of(t, b) : NULL;
     if ((x->requires_grad && !dx) || (w->requires_grad && !dw) || (b && b->requires_grad && !db)) return -1;
-    const size_t P = g_P(g), HW = g_HW(g), Kg = g_Kg(g), cig = (size_t)g->cig, cog = (size_t)g->cog;
+    const size_t P = g_P(g), Kg = g_Kg(g), taps = (size_t)g->kh * g->kw;
 
     if (db) {
         BiasCtx bc = {g, (float *)dy, db};
@@ -390,38 +550,65 @@ static int conv2d_backward(Tape *t, TapeNode *node) {
         if (dw) parallel_for((size_t)g->Cout, rows_chunk(P * g->N * g->kh * g->kw), dw_dw_channels, &c);
         return 0;
     }
-    for (int n = 0; n < g->N; n++) {
-        const float *xn = x->data + (size_t)n * g->Cin * HW;
-        const float *dyn = dy + (size_t)n * g->Cout * P;
-        float *dxn = dx ? dx + (size_t)n * g->Cin * HW : NULL;
-        if (is_pointwise(g)) { /* col = x: dW += dy x^T, dx += W^T dy */
-            for (int k = 0; k < g->groups; k++) {
-                if (dw)
-                    blas_sgemm(false, true, g->cog, g->cig, (int)P, 1.f, dyn + k * cog * P, (int)P, xn + k * cig * HW,
-                               (int)P, 1.f, dw + k * cog * cig, g->cig);
-                if (dx)
-                    blas_sgemm(true, false, g->cig, (int)P, g->cog, 1.f, w->data + k * cog * cig, g->cig,
-                               dyn + k * cog * P, (int)P, 1.f, dxn + k * cig * HW, (int)P);
-            }
-            continue;
+    const int threads = conv_threads(g);
+    if (dw) {
+        ConvJob J = {.g = g, .kern = infer_kernels(), .x = x->data, .w = w->data, .dy = dy};
+        plan_blocks(&J, threads);
+        J.ntasks = (size_t)g->N * g->groups * J.nblocks;
+        const size_t wn = (size_t)g->Cout * Kg, slots = slots_for(&J, threads);
+        /* one slot adds straight into the gradient; several add into copies summed at the end */
+        J.dw_acc = dw, J.dw_stride = slots > 1 ? (wn + 15) & ~(size_t)15 : 0;
+        size_t cols = is_pointwise(g) ? 0 : Kg * (size_t)J.rows * g->Wo;
+        if (!run_tasks(t, &J, dw_task, slots, cols, J.dw_stride * slots)) return -1;
+        if (slots > 1) {
+            SumCtx sc = {J.dw_acc, slots, J.dw_stride, dw};
+            parallel_for(wn, 16384, sum_parts, &sc);
         }
-        const int rows = block_rows(g);
-        for (int oy0 = 0; oy0 < g->Ho; oy0 += rows) {
-            const int nb = oy0 + rows <= g->Ho ? rows : g->Ho - oy0, B = nb * g->Wo;
-            const float *dyb = dyn + (size_t)oy0 * g->Wo; /* the block's columns of dy, row stride P */
-            if (dw) {
-                im2col(g, xn, oy0, nb, sv->col);
-                for (int k = 0; k < g->groups; k++)
-                    blas_sgemm(false, true, g->cog, (int)Kg, B, 1.f, dyb + k * cog * P, (int)P, sv->col + k * Kg * B, B,
-                               1.f, dw + k * cog * Kg, (int)Kg);
-            }
-            if (dx) {
-                for (int k = 0; k < g->groups; k++)
-                    blas_sgemm(true, false, (int)Kg, B, g->cog, 1.f, w->data + k * cog * Kg, (int)Kg, dyb + k * cog * P,
-                               (int)P, 0.f, sv->col + k * Kg * B, B);
-                col2im(g, sv->col, oy0, nb, dxn);
-            }
+    }
+    if (dx) {
+        ConvJob J = {.g = g, .kern = infer_kernels(), .w = w->data, .dy = dy, .dx = dx};
+        size_t per_group = (size_t)g->N * g->groups;
+        int shares = (int)((2 * (size_t)threads + per_group - 1) / per_group);
+        if (threads == 1) shares = 1;
+        if (shares > g->cig / 8) shares = g->cig / 8 > 1 ? g->cig / 8 : 1; /* >= 8 channels a share */
+        J.share = (g->cig + shares - 1) / shares;
+        J.shares = (g->cig + J.share - 1) / J.share;
+        J.ntasks = per_group * J.shares;
+        size_t cols = is_pointwise(g) ? 0 : (size_t)J.share * taps * block_rows(g) * g->Wo;
+        if (!run_tasks(t, &J, dx_task, slots_for(&J, threads), cols, 0)) return -1;
+    }
+    return 0;
+}
+
+/* Forward on the inference runtime's convolution (infer/conv.c: im2col fused into the GEMM's
+ * packing, Winograd for 3x3 stride 1, bias in the GEMM's epilogue) with this step's weights
+ * packed on the spot; non-square kernels take the im2col + GEMM tasks above. */
+static int conv_forward(Tape *t, const ConvGeom *g, const Tensor *x, const Tensor *w, const Tensor *b, Tensor *y) {
+    const int threads = conv_threads(g);
+    if (g->kh == g->kw) {
+        ConvLayer L;
+        if (conv_init(&L, infer_kernels(), g->Cin, g->Cout, g->kh, g->stride, g->pad, 1, g->groups, ACT_NONE, 0.f,
+                      w->data, b ? b->data : NULL))
+            return -1;
+        float *scratch = tape_scratch(t, conv_scratch_floats(&L) * (size_t)pool_threads() * sizeof(float));
+        if (!scratch) {
+            conv_free(&L);
+            return -1;
         }
+        Map in = {x->data, g->N, g->Cin, g->H, g->W, (size_t)g->Cin * g_HW(g)};
+        Map out = {y->data, g->N, g->Cout, g->Ho, g->Wo, (size_t)g->Cout * g_P(g)};
+        conv_run(&L, &in, &out, scratch);
+        conv_free(&L);
+        return 0;
+    }
+    ConvJob J = {.g = g, .kern = infer_kernels(), .x = x->data, .w = w->data, .y = y->data};
+    plan_blocks(&J, threads);
+    J.ntasks = (size_t)g->N * g->groups * J.nblocks;
+    if (!run_tasks(t, &J, fwd_task, slots_for(&J, threads), is_pointwise(g) ? 0 : g_Kg(g) * (size_t)J.rows * g->Wo, 0))
+        return -1;
+    if (b) {
+        BiasCtx bc = {g, y->data, b->data};
+        parallel_for((size_t)g->N * g->Cout, rows_chunk(g_P(g)), bias_add_rows, &bc);
     }
     return 0;
 }
@@ -431,45 +618,18 @@ Tensor *op_conv2d(Tape *t, Tensor *x, Tensor *w, Tensor *b, int stride, int pad,
     if (conv_geometry(x, w, b, stride, pad, groups, &g) != 0) return NULL;
     Tensor *y = tape_tensor4(t, g.N, g.Cout, g.Ho, g.Wo);
     if (!y) return NULL;
-    const size_t P = g_P(&g), HW = g_HW(&g), Kg = g_Kg(&g), cog = (size_t)g.cog;
-    float *col = NULL;
-
     if (is_depthwise(&g)) {
         DwCtx c = {.g = &g, .x = x->data, .w = w->data, .b = b ? b->data : NULL, .y = y->data};
         parallel_for((size_t)g.N * g.Cout, planes_chunk(&g), dw_forward_planes, &c);
-    } else if (is_pointwise(&g)) {
-        for (int n = 0; n < g.N; n++)
-            for (int k = 0; k < g.groups; k++)
-                blas_sgemm(false, false, g.cog, (int)P, (int)Kg, 1.f, w->data + k * cog * Kg, (int)Kg,
-                           x->data + ((size_t)n * g.Cin + k * Kg) * HW, (int)P, 0.f,
-                           y->data + ((size_t)n * g.Cout + k * cog) * P, (int)P);
-    } else {
-        const int rows = block_rows(&g);
-        if (!(col = tape_alloc(t, (size_t)g.groups * Kg * rows * g.Wo * sizeof *col))) return NULL;
-        for (int n = 0; n < g.N; n++) {
-            const float *xn = x->data + (size_t)n * g.Cin * HW;
-            for (int oy0 = 0; oy0 < g.Ho; oy0 += rows) {
-                const int nb = oy0 + rows <= g.Ho ? rows : g.Ho - oy0, B = nb * g.Wo;
-                im2col(&g, xn, oy0, nb, col);
-                /* the block's outputs are columns [oy0*Wo, oy0*Wo + B) of y's [Cout, P] rows */
-                float *yb = y->data + (size_t)n * g.Cout * P + (size_t)oy0 * g.Wo;
-                for (int k = 0; k < g.groups; k++)
-                    blas_sgemm(false, false, g.cog, B, (int)Kg, 1.f, w->data + k * cog * Kg, (int)Kg, col + k * Kg * B,
-                               B, 0.f, yb + k * cog * P, (int)P);
-            }
-        }
+    } else if (conv_forward(t, &g, x, w, b, y)) {
+        gelan_error_prefix("conv2d %s", "forward");
+        return NULL;
     }
-    if (b && !is_depthwise(&g)) { /* (the depthwise loops add their bias themselves) */
-        BiasCtx bc = {&g, y->data, b->data};
-        parallel_for((size_t)g.N * g.Cout, rows_chunk(P), bias_add_rows, &bc);
-    }
-
     Tensor *in[3] = {x, w, b};
     int n_in = b ? 3 : 2;
     if (!tape_wants_grad(t, in, n_in)) return y;
     ConvSaved *sv;
     if (!tape_record(t, "conv2d", y, in, n_in, conv2d_backward, sizeof *sv, (void **)&sv)) return NULL;
     sv->g = g;
-    sv->col = col; /* backward recomputes im2col into it (NULL for 1x1 and depthwise) */
     return y;
 }

@@ -20,6 +20,7 @@ Tape *tape_new(void) {
 void tape_free(Tape *t) {
     if (!t) return;
     arena_destroy(&t->arena);
+    free(t->scratch);
     free(t);
 }
 
@@ -43,6 +44,20 @@ Tensor *tape_tensor4(Tape *t, int n, int c, int h, int w) {
 }
 
 void *tape_alloc(Tape *t, size_t bytes) { return arena_alloc(&t->arena, bytes); }
+
+void *tape_scratch(Tape *t, size_t bytes) {
+    if (bytes <= t->scratch_bytes) return t->scratch;
+    size_t want = bytes + bytes / 4; /* some headroom: the next layer is often a bit larger */
+    void *p = NULL;
+    if (posix_memalign(&p, 64, want) != 0) {
+        gelan_error("tape: out of memory for %zu bytes of scratch", bytes);
+        return NULL;
+    }
+    free(t->scratch);
+    t->scratch = p;
+    t->scratch_bytes = want;
+    return p;
+}
 
 bool tape_wants_grad(const Tape *t, Tensor *const *in, int n_in) {
     if (!t->grad_enabled) return false;

@@ -47,6 +47,8 @@ typedef struct {
 
 struct Tape {
     Arena arena;
+    void *scratch; /* see tape_scratch */
+    size_t scratch_bytes;
     TapeNode *last;
     size_t n_nodes;
     bool grad_enabled;
@@ -64,6 +66,12 @@ void tape_reset(Tape *t);
 
 /* No-grad mode: ops compute outputs but record nothing. Returns the old value. */
 bool tape_set_grad_enabled(Tape *t, bool enabled);
+
+/* Temporary memory for the duration of ONE op's forward or backward call (columns, packing
+ * buffers): the same 64-byte aligned buffer serves every call, grown when a call needs more,
+ * so temporaries do not pile up in the arena over a step. Invalid after the next call of
+ * tape_scratch; freed by tape_free. NULL with gelan_error. */
+void *tape_scratch(Tape *t, size_t bytes);
 
 /* An uninitialised activation tensor from the arena; NULL with gelan_error. */
 Tensor *tape_tensor(Tape *t, int ndim, const int *shape);

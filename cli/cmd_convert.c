@@ -11,24 +11,13 @@
 #include "train/checkpoint.h" /* first: see its note on nn/model.h */
 #include "nn/convert.h"
 #include "nn/quant.h"
+#include "nn/textbuf.h"
 #include "tensor/error.h"
 #include "tensor/json.h"
 #include "train/dataset.h"
 
 static const char *USAGE =
     "gelan convert --weights CKPT [--cfg CFG] --out MODEL [--no-fuse] [--ema|--no-ema] [--data DATA.yaml]";
-
-/* 2442640 -> "2,442,640" */
-static const char *with_commas(size_t v, char *buf, size_t len) {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%zu", v), o = 0;
-    for (int i = 0; i < n && o + 2 < (int)len; i++) {
-        if (i && (n - i) % 3 == 0) buf[o++] = ',';
-        buf[o++] = tmp[i];
-    }
-    buf[o] = '\0';
-    return buf;
-}
 
 /* "model.0-21 <- model.1-22" style runs of the layer map. */
 static void print_mapping(const Model *src, const int *old_of, int n) {
@@ -84,15 +73,13 @@ int cmd_convert(int argc, char **argv) {
 
     Checkpoint *ck = ckpt_open(weights);
     if (!ck) return cli_fail("convert");
-    Model *src = ckpt_build_model(ck, cfg, NULL), *single = NULL;
+    Model *src = NULL, *single = NULL;
     char *names = NULL, *yaml = NULL;
     int *old_of = NULL, n = 0;
     InferGraph g = {0};
-    bool has_ema = ckpt_has_ema(ck);
-    bool use_ema = has_ema && !no_ema;
-    rc = src ? 0 : -1;
-    if (!rc && ema && !has_ema) rc = gelan_error("%s has no ema.* tensors (--ema)", weights);
-    if (!rc) rc = ckpt_load_weights(ck, src, use_ema ? CKPT_EMA : CKPT_MODEL);
+    bool use_ema = false;
+    rc = ema && !ckpt_has_ema(ck) ? gelan_error("%s has no ema.* tensors (--ema)", weights) : 0;
+    if (!rc) rc = (src = ckpt_load_model(ck, cfg, NULL, !no_ema, &use_ema)) ? 0 : -1;
     /* class names: the checkpoint's, else the data config's, else class0.. (the official fallback) */
     const char *ck_names = ckpt_meta(ck, "names");
     if (!rc && ck_names) {
@@ -114,11 +101,11 @@ int cmd_convert(int argc, char **argv) {
     if (!rc) {
         char a[32], b[32];
         printf("%s (%s weights): %d layers, %s parameters, %d head%s\n", weights, use_ema ? "ema" : "model",
-               src->nlayers, with_commas(model_num_params(src), a, sizeof a), src->head.nheads,
+               src->nlayers, format_with_commas(model_num_params(src), a, sizeof a), src->head.nheads,
                src->head.nheads > 1 ? "s" : "");
         print_mapping(src, old_of, n);
         printf("single branch: %d layers, %s parameters\n", single->nlayers,
-               with_commas(model_num_params(single), b, sizeof b));
+               format_with_commas(model_num_params(single), b, sizeof b));
     }
     /* a quantized checkpoint (QAT or `gelan quantize`): the same convs quantized in the
        single-branch model, with the source's observer state */
@@ -149,7 +136,7 @@ int cmd_convert(int argc, char **argv) {
                 params += k;
             }
             printf("fused: %s parameters in %d graph nodes\nwrote %s (inference model)\n",
-                   with_commas(params, a, sizeof a), g.nnodes, out);
+                   format_with_commas(params, a, sizeof a), g.nnodes, out);
         }
     }
     convert_graph_free(&g);

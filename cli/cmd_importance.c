@@ -59,11 +59,11 @@ int cmd_importance(int argc, char **argv) {
     bool by_filter = !strcmp(by, "filter");
     Checkpoint *ck = ckpt_open(weights);
     if (!ck) return cli_fail("importance");
-    Model *m = ckpt_build_model(ck, cfg, NULL);
-    bool ema = ckpt_has_ema(ck) && !no_ema;
+    bool ema = false;
+    Model *m = ckpt_load_model(ck, cfg, NULL, !no_ema, &ema);
     ImportanceRow *rows = NULL;
     int n = 0;
-    rc = m ? ckpt_load_weights(ck, m, ema ? CKPT_EMA : CKPT_MODEL) : -1;
+    rc = m ? 0 : -1;
     if (!rc) rc = prune_importance(m, by_filter, norm, within, &rows, &n);
     if (!rc) {
         int shown = top > 0 && top < n ? top : n;

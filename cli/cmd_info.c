@@ -8,26 +8,16 @@
 #include "cli/commands.h"
 #include "infer/infer.h"
 #include "nn/model.h"
+#include "nn/textbuf.h"
 #include "tensor/error.h"
 #include "tensor/safetensors.h"
+#include "train/checkpoint.h"
 
 static const char *USAGE = "gelan info CFG.yaml|WEIGHTS.safetensors [--img N] [--fused] [--cfg CFG.yaml]";
 
 static bool is_yaml(const char *path) {
     size_t n = strlen(path);
     return (n > 5 && !strcmp(path + n - 5, ".yaml")) || (n > 4 && !strcmp(path + n - 4, ".yml"));
-}
-
-/* 2442640 -> "2,442,640" */
-static const char *with_commas(size_t v, char *buf, size_t len) {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%zu", v), o = 0;
-    for (int i = 0; i < n && o + 2 < (int)len; i++) {
-        if (i && (n - i) % 3 == 0) buf[o++] = ',';
-        buf[o++] = tmp[i];
-    }
-    buf[o] = '\0';
-    return buf;
 }
 
 static const char *from_text(const Layer *L, char *buf, size_t len) {
@@ -59,7 +49,7 @@ static int info_infer(const char *path, int img) {
     const char *dot = strrchr(b, '.');
     int len = dot && dot != b ? (int)(dot - b) : (int)strlen(b);
     printf("%.*s summary: %d nodes, %s parameters, %.2f GFLOPs (inference model, %d classes)\n", len, b,
-           infer_model_layers(im), with_commas(infer_model_params(im), nbuf, sizeof nbuf),
+           infer_model_layers(im), format_with_commas(infer_model_params(im), nbuf, sizeof nbuf),
            infer_model_flops(im, img, img) / 1e9, infer_model_class_count(im));
     infer_model_free(im);
     return 0;
@@ -89,7 +79,14 @@ int cmd_info(int argc, char **argv) {
         return 2;
     }
     if (!is_yaml(pos[0]) && is_infer_model(pos[0])) return info_infer(pos[0], img);
-    Model *m = is_yaml(pos[0]) ? model_build_file(pos[0], NULL) : model_load(pos[0], cfg, NULL);
+    Model *m = NULL;
+    if (is_yaml(pos[0])) {
+        m = model_build_file(pos[0], NULL);
+    } else {
+        Checkpoint *ck = ckpt_open(pos[0]);
+        m = ck ? ckpt_load_model(ck, cfg, NULL, false, NULL) : NULL;
+        ckpt_close(ck);
+    }
     if (!m) return cli_fail("info");
     if (fused && model_fuse(m)) {
         model_free(m);
@@ -110,7 +107,7 @@ int cmd_info(int argc, char **argv) {
                L->type, L->args);
     }
     printf("%s summary: %d layers, %s parameters, %.2f GFLOPs\n", m->name, model_num_modules(m),
-           with_commas(model_num_params(m), nbuf, sizeof nbuf), 2.0 * macs / 1e9);
+           format_with_commas(model_num_params(m), nbuf, sizeof nbuf), 2.0 * macs / 1e9);
     free(shapes);
     model_free(m);
     return 0;

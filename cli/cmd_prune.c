@@ -12,23 +12,12 @@
 #include "cli/commands.h"
 #include "train/checkpoint.h" /* first: see its note on nn/model.h */
 #include "nn/prune.h"
+#include "nn/textbuf.h"
 #include "tensor/error.h"
 
 static const char *USAGE =
     "gelan prune --weights W [--cfg CFG] --ratio R|--threshold T [--norm l2|l1|bn] [--scope global|local] "
     "[--exclude LAYERS] [--round 8] [--no-ema] --out CKPT";
-
-/* 2442640 -> "2,442,640" */
-static const char *with_commas(size_t v, char *buf, size_t len) {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%zu", v), o = 0;
-    for (int i = 0; i < n && o + 2 < (int)len; i++) {
-        if (i && (n - i) % 3 == 0) buf[o++] = ',';
-        buf[o++] = tmp[i];
-    }
-    buf[o] = '\0';
-    return buf;
-}
 
 /* GFLOPs at 640x640 (2 x the conv multiply-adds, as `gelan info`). */
 static double gflops(const Model *m, double *layer_macs) {
@@ -49,13 +38,13 @@ static void print_changes(const Model *a, const Model *b) {
         size_t pa = layer_num_params(a, &a->layers[i]), pb = layer_num_params(b, &b->layers[i]);
         if (pa == pb && a->layers[i].c_out == b->layers[i].c_out) continue;
         printf("%5d  %-14s %6d -> %-6d %10s -> %-10s %6.2f -> %-6.2f\n", i, a->layers[i].module, a->layers[i].c_out,
-               b->layers[i].c_out, with_commas(pa, x, sizeof x), with_commas(pb, y, sizeof y), la ? 2 * la[i] / 1e9 : 0,
-               lb ? 2 * lb[i] / 1e9 : 0);
+               b->layers[i].c_out, format_with_commas(pa, x, sizeof x), format_with_commas(pb, y, sizeof y),
+               la ? 2 * la[i] / 1e9 : 0, lb ? 2 * lb[i] / 1e9 : 0);
     }
     size_t pa = model_num_params(a), pb = model_num_params(b);
-    printf("parameters %s -> %s (%.1f%% fewer), GFLOPs %.2f -> %.2f (%.1f%% fewer)\n", with_commas(pa, x, sizeof x),
-           with_commas(pb, y, sizeof y), 100.0 * (1.0 - (double)pb / (double)pa), ga, gb,
-           ga > 0 ? 100.0 * (1.0 - gb / ga) : 0.0);
+    printf("parameters %s -> %s (%.1f%% fewer), GFLOPs %.2f -> %.2f (%.1f%% fewer)\n",
+           format_with_commas(pa, x, sizeof x), format_with_commas(pb, y, sizeof y),
+           100.0 * (1.0 - (double)pb / (double)pa), ga, gb, ga > 0 ? 100.0 * (1.0 - gb / ga) : 0.0);
     free(la);
     free(lb);
 }
@@ -112,10 +101,10 @@ int cmd_prune(int argc, char **argv) {
 
     Checkpoint *ck = ckpt_open(weights);
     if (!ck) return cli_fail("prune");
-    Model *m = ckpt_build_model(ck, cfg, NULL), *p = NULL;
-    bool ema = ckpt_has_ema(ck) && !no_ema;
+    bool ema = false;
+    Model *m = ckpt_load_model(ck, cfg, NULL, !no_ema, &ema), *p = NULL;
     PruneStats st;
-    rc = m ? ckpt_load_weights(ck, m, ema ? CKPT_EMA : CKPT_MODEL) : -1;
+    rc = m ? 0 : -1;
     if (!rc) rc = (p = prune_model(m, &o, &st)) ? 0 : -1;
     char how[200];
     if (!isnan(threshold))

@@ -3,71 +3,15 @@
 #include "nn/convert.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/cfg_write.h"
 #include "nn/quant.h"
 #include "tensor/error.h"
 #include "tensor/json.h"
 #include "tensor/safetensors.h"
-
-/* ---- growing text ----------------------------------------------------------------- */
-typedef struct {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} Text;
-
-static void text_add(Text *t, const char *fmt, ...) GELAN_PRINTF(2, 3);
-static void text_add(Text *t, const char *fmt, ...) {
-    if (t->oom) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        t->oom = true;
-        return;
-    }
-    if (t->len + (size_t)n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap : 4096;
-        while (cap < t->len + (size_t)n + 1) cap *= 2;
-        char *s = realloc(t->s, cap);
-        if (!s) {
-            t->oom = true;
-            return;
-        }
-        t->s = s;
-        t->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(t->s + t->len, t->cap - t->len, fmt, ap);
-    va_end(ap);
-    t->len += (size_t)n;
-}
-
-/* s inside a `#` comment: a control character (a newline would end the
- * comment) becomes '?'. */
-static void text_comment(Text *t, const char *s) {
-    for (; *s; s++) {
-        if ((unsigned char)*s < 32)
-            text_add(t, "?");
-        else
-            text_add(t, "%c", *s);
-    }
-}
-
-/* The text, or NULL + gelan_error when a step ran out of memory. */
-static char *text_take(Text *t) {
-    if (t->oom || !t->s) {
-        free(t->s);
-        gelan_error("convert: out of memory");
-        return NULL;
-    }
-    return t->s;
-}
 
 /* ---- which layers inference needs ------------------------------------------------- */
 
@@ -156,80 +100,31 @@ static int new_source(const Model *m, const Plan *p, int i, int k) {
 
 /* ---- the single-branch YAML ------------------------------------------------------- */
 
-/* The shortest decimal that reads back as x, always with a '.' or exponent
- * (so that the YAML reader keeps it a float). */
-static void fmt_double(char *buf, size_t len, double x) {
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, len, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x) break;
-    }
-    if (!strpbrk(buf, ".eEn")) strncat(buf, ".0", len - strlen(buf) - 1);
-}
-
-static void yaml_value(Text *t, const CfgValue *v) {
-    char num[40];
-    switch (v->kind) {
-        case CV_NONE:
-            text_add(t, "None");
-            break;
-        case CV_INT:
-            text_add(t, "%ld", v->ival);
-            break;
-        case CV_FLOAT:
-            fmt_double(num, sizeof num, v->fval);
-            text_add(t, "%s", num);
-            break;
-        case CV_STR:
-            /* flow-context plain scalars cannot hold these; quote (YAML doubles ') */
-            if (v->quoted || strpbrk(v->str, ",[]{}#:'\"") || !*v->str || v->str[0] == ' ') {
-                text_add(t, "'");
-                for (const char *c = v->str; *c; c++) {
-                    if (*c == '\'')
-                        text_add(t, "''");
-                    else
-                        text_add(t, "%c", *c);
-                }
-                text_add(t, "'");
-            } else {
-                text_add(t, "%s", v->str);
-            }
-            break;
-        case CV_LIST:
-            text_add(t, "[");
-            for (int i = 0; i < v->n; i++) {
-                if (i) text_add(t, ", ");
-                yaml_value(t, &v->items[i]);
-            }
-            text_add(t, "]");
-            break;
-    }
-}
-
 /* One `from` entry of new layer j: `-1` where the original was relative and
  * still points at the previous layer, else the absolute new index. */
-static void yaml_from(Text *t, const Model *m, const Plan *p, int i, int j, int k) {
+static void yaml_from(TextBuf *t, const Model *m, const Plan *p, int i, int j, int k) {
     int ns = new_source(m, p, i, k);
     if (ns < 0 || (m->layers[i].from[k] < 0 && ns == j - 1))
-        text_add(t, "-1");
+        textbuf_add(t, "-1");
     else
-        text_add(t, "%d", ns);
+        textbuf_add(t, "%d", ns);
 }
 
 /* The head's arguments. A pruned model's width overrides (nn/blocks.h) name
  * the head's convs: those of the main head move to cv2/cv3 with it, the
  * auxiliary heads' are dropped with them. */
-static void detect_args(Text *t, const CfgValue *args, int nheads) {
+static void detect_args(TextBuf *t, const CfgValue *args, int nheads) {
     const CfgValue *w = args->n && model_is_width_list(&args->items[args->n - 1]) ? &args->items[args->n - 1] : NULL;
     if (!w || nheads == 1) {
-        yaml_value(t, args);
+        cfg_write_value(t, args);
         return;
     }
-    text_add(t, "[");
+    textbuf_add(t, "[");
     for (int i = 0; i < args->n - 1; i++) {
-        yaml_value(t, &args->items[i]);
-        text_add(t, ", ");
+        cfg_write_value(t, &args->items[i]);
+        textbuf_add(t, ", ");
     }
-    text_add(t, "[");
+    textbuf_add(t, "[");
     char box[16], cls[16];
     int nb = snprintf(box, sizeof box, "cv%d.", 2 + 2 * (nheads - 1));
     int nc = snprintf(cls, sizeof cls, "cv%d.", 3 + 2 * (nheads - 1));
@@ -239,86 +134,69 @@ static void detect_args(Text *t, const CfgValue *args, int nheads) {
         if (k->kind != CV_STR) continue;
         bool is_box = !strncmp(k->str, box, (size_t)nb), is_cls = !strncmp(k->str, cls, (size_t)nc);
         if (!is_box && !is_cls) continue;
-        text_add(t, "%s['cv%d.%s', %ld]", first ? "" : ", ", is_box ? 2 : 3, k->str + (is_box ? nb : nc),
-                 w->items[i].items[1].ival);
+        textbuf_add(t, "%s['cv%d.%s', %ld]", first ? "" : ", ", is_box ? 2 : 3, k->str + (is_box ? nb : nc),
+                    w->items[i].items[1].ival);
         first = false;
     }
-    text_add(t, "]]");
+    textbuf_add(t, "]]");
 }
 
-static void yaml_row(Text *t, const Model *m, const ModelCfg *cfg, const Plan *p, int j) {
+static void yaml_row(TextBuf *t, const Model *m, const ModelCfg *cfg, const Plan *p, int j) {
     int i = p->old_of[j];
     if (i < 0) {
-        text_add(t, "   [-1, 1, Silence, []],  # %d: the image, read by more than one layer\n", j);
+        textbuf_add(t, "   [-1, 1, Silence, []],  # %d: the image, read by more than one layer\n", j);
         return;
     }
     const Layer *L = &m->layers[i];
     const CfgRow *row = &cfg->rows[i];
-    text_add(t, "   [");
+    textbuf_add(t, "   [");
     if (L->kind == BLOCK_DETECT) {
         const Detect *d = m->detect;
         int k0 = (d->nheads - 1) * d->nl;
-        text_add(t, "[");
+        textbuf_add(t, "[");
         for (int k = k0; k < k0 + d->nl; k++) {
-            if (k > k0) text_add(t, ", ");
+            if (k > k0) textbuf_add(t, ", ");
             yaml_from(t, m, p, i, j, k);
         }
-        text_add(t, "], %ld, DDetect, ", row->number);
+        textbuf_add(t, "], %ld, DDetect, ", row->number);
         detect_args(t, &row->args, d->nheads);
         if (d->nheads == 1)
-            text_add(t, "],  # %d <- %d\n", j, i);
+            textbuf_add(t, "],  # %d <- %d\n", j, i);
         else
-            text_add(t, "],  # %d <- %d (%s: cv%d/cv%d/dfl%d -> cv2/cv3/dfl)\n", j, i, L->module, 2 * d->nheads,
-                     2 * d->nheads + 1, d->nheads);
+            textbuf_add(t, "],  # %d <- %d (%s: cv%d/cv%d/dfl%d -> cv2/cv3/dfl)\n", j, i, L->module, 2 * d->nheads,
+                        2 * d->nheads + 1, d->nheads);
         return;
     }
-    if (L->from_list) text_add(t, "[");
+    if (L->from_list) textbuf_add(t, "[");
     for (int k = 0; k < L->nfrom; k++) {
-        if (k) text_add(t, ", ");
+        if (k) textbuf_add(t, ", ");
         yaml_from(t, m, p, i, j, k);
     }
-    if (L->from_list) text_add(t, "]");
-    text_add(t, ", %ld, %s, ", row->number, row->module);
-    yaml_value(t, &row->args);
-    text_add(t, "],  # %d <- %d\n", j, i);
+    if (L->from_list) textbuf_add(t, "]");
+    textbuf_add(t, ", %ld, %s, ", row->number, row->module);
+    cfg_write_value(t, &row->args);
+    textbuf_add(t, "],  # %d <- %d\n", j, i);
 }
 
 static char *single_yaml(const Model *m, const Plan *p) {
-    ModelCfg *cfg = model_cfg_parse(m->yaml, m->file);
+    ModelCfg *cfg = cfg_of_model(m, "convert");
     if (!cfg) return NULL;
-    if (cfg->nrows != m->nlayers) {
-        model_cfg_free(cfg);
-        gelan_error("convert: %s has %d YAML rows but %d layers", m->file, cfg->nrows, m->nlayers);
-        return NULL;
-    }
-    Text t = {0};
-    char num[40];
-    text_add(&t, "# Single-branch model made by `gelan convert` from ");
-    text_comment(&t, m->file);
-    text_add(&t, ": the layers that the main detection\n");
-    text_add(&t, "# head depends on, renumbered (`# new <- old` on each row); the auxiliary branches are dropped.\n");
-    text_add(&t, "nc: %d\n", m->nc);
-    fmt_double(num, sizeof num, cfg->depth_multiple);
-    text_add(&t, "depth_multiple: %s\n", num);
-    fmt_double(num, sizeof num, cfg->width_multiple);
-    text_add(&t, "width_multiple: %s\n", num);
-    if (cfg->activation) {
-        CfgValue a = {.kind = CV_STR, .str = cfg->activation, .quoted = true};
-        text_add(&t, "activation: ");
-        yaml_value(&t, &a);
-        text_add(&t, "\n");
-    }
-    if (cfg->na > 0) text_add(&t, "anchors: %d\n", cfg->na);
-    if (cfg->ch != 3) text_add(&t, "ch: %d\n", cfg->ch);
+    TextBuf t = {0};
+    textbuf_add(&t, "# Single-branch model made by `gelan convert` from ");
+    textbuf_comment(&t, m->file);
+    textbuf_add(&t, ": the layers that the main detection\n");
+    textbuf_add(&t,
+                "# head depends on, renumbered (`# new <- old` on each row); the auxiliary branches are dropped.\n");
+    cfg_write_header(&t, m, cfg);
     /* rows keep their section; the inserted Silence opens the backbone */
-    text_add(&t, "\nbackbone:\n  [\n");
+    textbuf_add(&t, "\nbackbone:\n  [\n");
     int j = 0;
     for (; j < p->n_new && p->old_of[j] < cfg->nbackbone; j++) yaml_row(&t, m, cfg, p, j);
-    text_add(&t, "  ]\n\nhead:\n  [\n");
+    textbuf_add(&t, "  ]\n\nhead:\n  [\n");
     for (; j < p->n_new; j++) yaml_row(&t, m, cfg, p, j);
-    text_add(&t, "  ]\n");
+    textbuf_add(&t, "  ]\n");
     model_cfg_free(cfg);
-    return text_take(&t);
+    return textbuf_take(&t, "convert");
 }
 
 char *convert_single_yaml(const Model *src, int **old_of, int *nlayers) {
@@ -434,7 +312,7 @@ int convert_qat_enable(Model *dst, const Model *src, const int *old_of, int nlay
 
 /* ---- the inference graph ---------------------------------------------------------- */
 typedef struct {
-    Text t;
+    TextBuf t;
     int nnodes;
     char (*vals)[32]; /* value names; id -1 is `input` */
     int nvals, capv;
@@ -490,7 +368,7 @@ static int node1(Emit *E, const char *op, int in) {
     snprintf(name, sizeof name, "x%d", E->nnodes);
     int v = new_value(E, name);
     if (v < 0) return -1;
-    text_add(&E->t, "%s %s %s", op, name, vname(E, in));
+    textbuf_add(&E->t, "%s %s %s", op, name, vname(E, in));
     E->nnodes++;
     return v;
 }
@@ -550,10 +428,10 @@ static int emit_qconv(Emit *E, const ConvUnit *u, int in) {
     snprintf(w, sizeof w, "n%d.w", node);
     snprintf(s, sizeof s, "n%d.ws", node);
     snprintf(b, sizeof b, "n%d.b", node);
-    text_add(&E->t, " c=%d k=%d s=%d p=%d g=%d act=%s", u->c2, u->k, u->s, u->p, u->g, act_name(u->act.kind));
-    if (u->act.kind == ACT_LEAKY_RELU) text_add(&E->t, " alpha=%.9g", u->act.slope);
+    textbuf_add(&E->t, " c=%d k=%d s=%d p=%d g=%d act=%s", u->c2, u->k, u->s, u->p, u->g, act_name(u->act.kind));
+    if (u->act.kind == ACT_LEAKY_RELU) textbuf_add(&E->t, " alpha=%.9g", u->act.slope);
     /* %.9g round-trips a float: the runtime gets the very s_x the fake quant used */
-    text_add(&E->t, " w=%s ws=%s sx=%.9g zp=%d", w, s, (double)sx, zp);
+    textbuf_add(&E->t, " w=%s ws=%s sx=%.9g zp=%d", w, s, (double)sx, zp);
     Tensor codes = *u->weight;
     codes.data = wf;
     add_tensor(E, w, &codes);
@@ -561,10 +439,10 @@ static int emit_qconv(Emit *E, const ConvUnit *u, int in) {
     Tensor scales = {.ndim = 1, .shape = {u->c2}, .numel = (size_t)u->c2, .data = ws};
     add_tensor(E, s, &scales);
     if (u->bias) {
-        text_add(&E->t, " b=%s", b);
+        textbuf_add(&E->t, " b=%s", b);
         add_tensor(E, b, u->bias);
     }
-    text_add(&E->t, "\n");
+    textbuf_add(&E->t, "\n");
     return v;
 }
 
@@ -581,15 +459,15 @@ static int emit_conv(Emit *E, const ConvUnit *u, int in) {
     char w[32], b[32];
     snprintf(w, sizeof w, "n%d.w", node);
     snprintf(b, sizeof b, "n%d.b", node);
-    text_add(&E->t, " c=%d k=%d s=%d p=%d g=%d act=%s", u->c2, u->k, u->s, u->p, u->g, act_name(u->act.kind));
-    if (u->act.kind == ACT_LEAKY_RELU) text_add(&E->t, " alpha=%.9g", u->act.slope);
-    text_add(&E->t, " w=%s", w);
+    textbuf_add(&E->t, " c=%d k=%d s=%d p=%d g=%d act=%s", u->c2, u->k, u->s, u->p, u->g, act_name(u->act.kind));
+    if (u->act.kind == ACT_LEAKY_RELU) textbuf_add(&E->t, " alpha=%.9g", u->act.slope);
+    textbuf_add(&E->t, " w=%s", w);
     add_tensor(E, w, u->weight);
     if (u->bias) {
-        text_add(&E->t, " b=%s", b);
+        textbuf_add(&E->t, " b=%s", b);
         add_tensor(E, b, u->bias);
     }
-    text_add(&E->t, "\n");
+    textbuf_add(&E->t, "\n");
     return v;
 }
 
@@ -597,7 +475,7 @@ static int emit_pool(Emit *E, const char *op, int in, int k, int s, int p) {
     if (E->rc || in < -1) return -2;
     int v = node1(E, op, in);
     if (v < 0) return -2;
-    text_add(&E->t, " k=%d s=%d p=%d\n", k, s, p);
+    textbuf_add(&E->t, " k=%d s=%d p=%d\n", k, s, p);
     return v;
 }
 
@@ -605,7 +483,7 @@ static int emit_upsample(Emit *E, int in, int scale) {
     if (E->rc || in < -1) return -2;
     int v = node1(E, "upsample", in);
     if (v < 0) return -2;
-    text_add(&E->t, " scale=%d\n", scale);
+    textbuf_add(&E->t, " scale=%d\n", scale);
     return v;
 }
 
@@ -617,9 +495,9 @@ static int emit_multi_in(Emit *E, const char *op, const int *ins, int n) {
     snprintf(name, sizeof name, "x%d", E->nnodes);
     int v = new_value(E, name);
     if (v < 0) return -2;
-    text_add(&E->t, "%s %s ", op, name);
-    for (int i = 0; i < n; i++) text_add(&E->t, "%s%s", i ? "," : "", vname(E, ins[i]));
-    text_add(&E->t, "\n");
+    textbuf_add(&E->t, "%s %s ", op, name);
+    for (int i = 0; i < n; i++) textbuf_add(&E->t, "%s%s", i ? "," : "", vname(E, ins[i]));
+    textbuf_add(&E->t, "\n");
     E->nnodes++;
     return v;
 }
@@ -650,16 +528,16 @@ static int emit_add(Emit *E, int a, int b) {
 static int emit_split(Emit *E, int in, const int *sizes, int n, int *outs) {
     if (E->rc || in < -1) return -1;
     int node = E->nnodes++;
-    text_add(&E->t, "split ");
+    textbuf_add(&E->t, "split ");
     for (int k = 0; k < n; k++) {
         char name[32];
         snprintf(name, sizeof name, "x%d_%d", node, k);
         if ((outs[k] = new_value(E, name)) < 0) return -1;
-        text_add(&E->t, "%s%s", k ? "," : "", name);
+        textbuf_add(&E->t, "%s%s", k ? "," : "", name);
     }
-    text_add(&E->t, " %s sizes=", vname(E, in));
-    for (int k = 0; k < n; k++) text_add(&E->t, "%s%d", k ? "," : "", sizes[k]);
-    text_add(&E->t, "\n");
+    textbuf_add(&E->t, " %s sizes=", vname(E, in));
+    for (int k = 0; k < n; k++) textbuf_add(&E->t, "%s%d", k ? "," : "", sizes[k]);
+    textbuf_add(&E->t, "\n");
     return 0;
 }
 
@@ -817,9 +695,9 @@ static int emit_layer(Emit *E, const Model *m, const Sizes *sz, LayerVals *outs,
     if (L->nfrom > MAX_LIST) return E->rc = gelan_error("convert: layer %d has more than %d inputs", i, MAX_LIST);
     for (int k = 0; k < L->nfrom; k++) ins[k] = L->src[k] < 0 ? -1 : outs[L->src[k]].v[0];
     o->n = 1;
-    text_add(&E->t, "# layer %d: %s ", i, L->module);
-    text_comment(&E->t, L->args ? L->args : "");
-    text_add(&E->t, "\n");
+    textbuf_add(&E->t, "# layer %d: %s ", i, L->module);
+    textbuf_comment(&E->t, L->args ? L->args : "");
+    textbuf_add(&E->t, "\n");
     switch (L->kind) {
         case BLOCK_CONCAT:
             o->v[0] = emit_concat(E, ins, L->nfrom);
@@ -866,11 +744,11 @@ static int emit_layer(Emit *E, const Model *m, const Sizes *sz, LayerVals *outs,
             if (E->rc) return -1;
             for (int l = 0; l < d->nl; l++)
                 if (levels[l] < 0) return E->rc = gelan_error("convert: internal: detect level %d has no value", l);
-            text_add(&E->t, "detect pred ");
-            for (int l = 0; l < d->nl; l++) text_add(&E->t, "%s%s", l ? "," : "", vname(E, levels[l]));
-            text_add(&E->t, " nc=%d reg_max=%d strides=", d->nc, d->reg_max);
-            for (int l = 0; l < d->nl; l++) text_add(&E->t, "%s%g", l ? "," : "", d->stride[l]);
-            text_add(&E->t, "\n");
+            textbuf_add(&E->t, "detect pred ");
+            for (int l = 0; l < d->nl; l++) textbuf_add(&E->t, "%s%s", l ? "," : "", vname(E, levels[l]));
+            textbuf_add(&E->t, " nc=%d reg_max=%d strides=", d->nc, d->reg_max);
+            for (int l = 0; l < d->nl; l++) textbuf_add(&E->t, "%s%g", l ? "," : "", d->stride[l]);
+            textbuf_add(&E->t, "\n");
             E->nnodes++;
             o->n = 0;
             break;
@@ -903,16 +781,16 @@ int convert_graph(const Model *m, InferGraph *g) {
     for (int r = 0; r < 2 && !E.rc; r++)
         if (model_shapes(m, sz.img[r], sz.img[r], sz.at[r], NULL, NULL)) E.rc = -1;
     if (!E.rc) {
-        text_add(&E.t, "# gelan-infer/1 graph of ");
-        text_comment(&E.t, m->name);
-        text_add(&E.t, " (gelan convert): BN folded, RepConvN merged\n");
+        textbuf_add(&E.t, "# gelan-infer/1 graph of ");
+        textbuf_comment(&E.t, m->name);
+        textbuf_add(&E.t, " (gelan convert): BN folded, RepConvN merged\n");
         for (int i = 0; i < m->nlayers && !E.rc; i++) emit_layer(&E, m, &sz, outs, i);
     }
     free(outs);
     free(sz.at[0]);
     free(sz.at[1]);
     free(E.vals);
-    char *text = E.rc ? NULL : text_take(&E.t);
+    char *text = E.rc ? NULL : textbuf_take(&E.t, "convert");
     if (!text) {
         if (E.rc) free(E.t.s);
         free(E.tens);
@@ -1019,16 +897,8 @@ int convert_save_infer(const Model *fused, const InferGraph *g, const ConvertMet
 
 int convert_save_single(const Model *m, const ConvertMeta *meta, const char *path) {
     if (meta && meta->names_json && check_names(meta->names_json, m->nc)) return -1;
-    StWriter *w = st_writer_new();
-    if (!w) return -1;
-    int rc = st_writer_set_metadata(w, "format", "gelan-weights/1");
-    if (!rc) rc = set_common_meta(w, m, meta);
-    for (int i = 0; !rc && i < m->nparams; i++)
-        rc = st_writer_add_f32(w, m->params[i].name, m->params[i].t->ndim, m->params[i].t->shape, m->params[i].t->data);
-    for (int i = 0; !rc && i < m->nbuffers; i++)
-        rc = st_writer_add_f32(w, m->buffers[i].name, m->buffers[i].t->ndim, m->buffers[i].t->shape,
-                               m->buffers[i].t->data);
-    if (!rc) rc = st_writer_save(w, path);
-    st_writer_free(w);
-    return rc;
+    ModelMeta extra[] = {{"names", meta ? meta->names_json : NULL},
+                         {"source", meta ? meta->source : NULL},
+                         {"weights", meta ? meta->weights : NULL}};
+    return model_save_weights_meta(m, extra, 3, path);
 }

@@ -166,4 +166,13 @@ int model_save_weights(const Model *m, const char *path);
  * (which may also override it). */
 Model *model_load(const char *weights_path, const char *cfg_path, const ModelOptions *opt);
 
+/* A metadata entry of a weights file. */
+typedef struct {
+    const char *key, *value;
+} ModelMeta;
+/* model_save_weights for a model made from another (convert --no-fuse,
+ * prune): format=gelan-weights/1, cfg, nc, then meta[] in order (an entry
+ * whose value is NULL is left out). Atomic. (nn/model.c) */
+int model_save_weights_meta(const Model *m, const ModelMeta *meta, int nmeta, const char *path);
+
 #endif

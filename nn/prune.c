@@ -26,13 +26,12 @@
 #include "nn/prune.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/cfg_write.h"
 #include "tensor/error.h"
-#include "tensor/safetensors.h"
 
 /* ---- names and norms ------------------------------------------------------------- */
 
@@ -804,82 +803,6 @@ static int choose(Plan *P, const PruneOptions *o, double **val, bool **keep, Pru
 
 /* ---- the pruned YAML -------------------------------------------------------------- */
 
-typedef struct {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} Text;
-
-static void text_add(Text *t, const char *fmt, ...) GELAN_PRINTF(2, 3);
-static void text_add(Text *t, const char *fmt, ...) {
-    if (t->oom) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || t->len + (size_t)n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap : 4096;
-        while (n >= 0 && cap < t->len + (size_t)n + 1) cap *= 2;
-        char *s = n < 0 ? NULL : realloc(t->s, cap);
-        if (!s) {
-            t->oom = true;
-            return;
-        }
-        t->s = s;
-        t->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(t->s + t->len, t->cap - t->len, fmt, ap);
-    va_end(ap);
-    t->len += (size_t)n;
-}
-
-/* The shortest decimal that reads back as x, with a '.' (so it stays a float). */
-static void fmt_double(char *buf, size_t len, double x) {
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, len, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x) break;
-    }
-    if (!strpbrk(buf, ".eEn")) strncat(buf, ".0", len - strlen(buf) - 1);
-}
-
-static void yaml_str(Text *t, const char *s, bool quote) {
-    if (!quote && *s && s[0] != ' ' && !strpbrk(s, ",[]{}#:'\"")) {
-        text_add(t, "%s", s);
-        return;
-    }
-    text_add(t, "'");
-    for (const char *c = s; *c; c++) text_add(t, *c == '\'' ? "''" : "%c", *c);
-    text_add(t, "'");
-}
-
-static void yaml_value(Text *t, const CfgValue *v) {
-    char num[40];
-    switch (v->kind) {
-        case CV_NONE:
-            text_add(t, "None");
-            break;
-        case CV_INT:
-            text_add(t, "%ld", v->ival);
-            break;
-        case CV_FLOAT:
-            fmt_double(num, sizeof num, v->fval);
-            text_add(t, "%s", num);
-            break;
-        case CV_STR:
-            yaml_str(t, v->str, v->quoted);
-            break;
-        case CV_LIST:
-            text_add(t, "[");
-            for (int i = 0; i < v->n; i++) {
-                if (i) text_add(t, ", ");
-                yaml_value(t, &v->items[i]);
-            }
-            text_add(t, "]");
-            break;
-    }
-}
-
 /* The width key of a unit (relative to model.N; '.' = the row's module), or
  * NULL when its width is not a free choice of the builder (detect outputs,
  * CBLinear, the DFL) or it is RepConvN's conv2 (keyed with conv1). */
@@ -913,51 +836,34 @@ static bool old_key(const CfgValue *list, const char *key) {
 /* c2n/c1n: every unit's new widths; pieces[layer * CBLINEAR_MAX_OUTS + p]: the
  * new size of a CBLinear layer's piece p. */
 static char *pruned_yaml(const Model *m, const int *c2n, const int *c1n, const int *pieces, const char *how) {
-    ModelCfg *cfg = model_cfg_parse(m->yaml, m->file);
+    ModelCfg *cfg = cfg_of_model(m, "prune");
     if (!cfg) return NULL;
-    if (cfg->nrows != m->nlayers) {
-        model_cfg_free(cfg);
-        gelan_error("prune: %s has %d YAML rows but %d layers", m->file, cfg->nrows, m->nlayers);
-        return NULL;
-    }
-    Text t = {0};
-    char num[40];
-    text_add(&t, "# Pruned by `gelan prune` (%s) from %s.\n", how, m->name);
-    text_add(&t, "# Rows end with [path, channels] width overrides (docs/FORMATS.md, \"Pruned widths\").\n");
-    text_add(&t, "nc: %d\n", m->nc);
-    fmt_double(num, sizeof num, cfg->depth_multiple);
-    text_add(&t, "depth_multiple: %s\n", num);
-    fmt_double(num, sizeof num, cfg->width_multiple);
-    text_add(&t, "width_multiple: %s\n", num);
-    if (cfg->activation) {
-        text_add(&t, "activation: ");
-        yaml_str(&t, cfg->activation, true);
-        text_add(&t, "\n");
-    }
-    if (cfg->na > 0) text_add(&t, "anchors: %d\n", cfg->na);
-    if (cfg->ch != 3) text_add(&t, "ch: %d\n", cfg->ch);
-    text_add(&t, "\nbackbone:\n  [\n");
+    TextBuf t = {0};
+    textbuf_add(&t, "# Pruned by `gelan prune` (%s) from %s.\n", how, m->name);
+    textbuf_add(&t, "# Rows end with [path, channels] width overrides (docs/FORMATS.md, \"Pruned widths\").\n");
+    cfg_write_header(&t, m, cfg);
+    textbuf_add(&t, "\nbackbone:\n  [\n");
     for (int i = 0; i < m->nlayers; i++) {
-        if (i == cfg->nbackbone) text_add(&t, "  ]\n\nhead:\n  [\n");
+        if (i == cfg->nbackbone) textbuf_add(&t, "  ]\n\nhead:\n  [\n");
         const CfgRow *row = &cfg->rows[i];
         const Layer *L = &m->layers[i];
         const CfgValue *args = &row->args;
         const CfgValue *olds =
             args->n && model_is_width_list(&args->items[args->n - 1]) ? &args->items[args->n - 1] : NULL;
         int nargs = args->n - (olds != NULL);
-        text_add(&t, "   [");
-        yaml_value(&t, &row->from);
-        text_add(&t, ", %ld, %s, [", row->number, row->module);
+        textbuf_add(&t, "   [");
+        cfg_write_value(&t, &row->from);
+        textbuf_add(&t, ", %ld, %s, [", row->number, row->module);
         for (int k = 0; k < nargs; k++) {
-            if (k) text_add(&t, ", ");
+            if (k) textbuf_add(&t, ", ");
             if (k == 0 && L->kind == BLOCK_CBLINEAR) { /* the pieces' new sizes (not width-scaled) */
                 const int *pc = &pieces[(size_t)i * CBLINEAR_MAX_OUTS];
-                text_add(&t, "[");
-                for (int p = 0; p < L->blocks[0].u.cblinear.nout; p++) text_add(&t, p ? ", %d" : "%d", pc[p]);
-                text_add(&t, "]");
+                textbuf_add(&t, "[");
+                for (int p = 0; p < L->blocks[0].u.cblinear.nout; p++) textbuf_add(&t, p ? ", %d" : "%d", pc[p]);
+                textbuf_add(&t, "]");
                 continue;
             }
-            yaml_value(&t, &args->items[k]);
+            cfg_write_value(&t, &args->items[k]);
         }
         /* the widths: changed ones, earlier overrides, and a detect head's hidden
          * convs when its inputs changed (their default depends on them) */
@@ -970,22 +876,17 @@ static char *pruned_yaml(const Model *m, const int *c2n, const int *c1n, const i
             const ConvUnit *u = m->units[x];
             if (u->removed || unit_layer(u) != i || !width_key(m, u, i, key, sizeof key)) continue;
             if (c2n[x] == u->c2 && !old_key(olds, key) && !(head_moved && !is_dfl(m, u))) continue;
-            text_add(&t, "%s[", any ? ", " : nargs ? ", [" : "[");
-            yaml_str(&t, key, true);
-            text_add(&t, ", %d]", c2n[x]);
+            textbuf_add(&t, "%s[", any ? ", " : nargs ? ", [" : "[");
+            cfg_write_str(&t, key, true);
+            textbuf_add(&t, ", %d]", c2n[x]);
             any = true;
         }
-        if (any) text_add(&t, "]");
-        text_add(&t, "]],  # %d\n", i);
+        if (any) textbuf_add(&t, "]");
+        textbuf_add(&t, "]],  # %d\n", i);
     }
-    text_add(&t, "  ]\n");
+    textbuf_add(&t, "  ]\n");
     model_cfg_free(cfg);
-    if (t.oom) {
-        free(t.s);
-        gelan_error("prune: out of memory");
-        return NULL;
-    }
-    return t.s;
+    return textbuf_take(&t, "prune");
 }
 
 /* ---- pruning ---------------------------------------------------------------------- */
@@ -1199,22 +1100,6 @@ Model *prune_model(const Model *m, const PruneOptions *opt, PruneStats *stats) {
 }
 
 int prune_save(const Model *m, const char *names_json, const char *source, const char *how, const char *path) {
-    StWriter *w = st_writer_new();
-    if (!w) return -1;
-    char nc[32];
-    snprintf(nc, sizeof nc, "%d", m->nc);
-    int rc = st_writer_set_metadata(w, "format", "gelan-weights/1");
-    if (!rc) rc = st_writer_set_metadata(w, "cfg", m->yaml);
-    if (!rc) rc = st_writer_set_metadata(w, "nc", nc);
-    if (!rc && names_json) rc = st_writer_set_metadata(w, "names", names_json);
-    if (!rc && source) rc = st_writer_set_metadata(w, "pruned_from", source);
-    if (!rc && how) rc = st_writer_set_metadata(w, "prune", how);
-    for (int i = 0; !rc && i < m->nparams; i++)
-        rc = st_writer_add_f32(w, m->params[i].name, m->params[i].t->ndim, m->params[i].t->shape, m->params[i].t->data);
-    for (int i = 0; !rc && i < m->nbuffers; i++)
-        rc = st_writer_add_f32(w, m->buffers[i].name, m->buffers[i].t->ndim, m->buffers[i].t->shape,
-                               m->buffers[i].t->data);
-    if (!rc) rc = st_writer_save(w, path);
-    st_writer_free(w);
-    return rc;
+    ModelMeta meta[] = {{"names", names_json}, {"pruned_from", source}, {"prune", how}};
+    return model_save_weights_meta(m, meta, 3, path);
 }

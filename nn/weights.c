@@ -136,12 +136,17 @@ Model *model_load(const char *weights_path, const char *cfg_path, const ModelOpt
     SafeTensors *st = st_open(weights_path);
     if (!st) return NULL;
     Model *m = NULL;
+    /* A checkpoint of a run on a data set whose class count is not the YAML's nc records
+     * its nc: the model is built with it unless the caller sets one. */
+    ModelOptions o = opt ? *opt : (ModelOptions){0};
+    const char *nc_meta = st_metadata(st, "nc");
+    if (o.nc <= 0 && nc_meta && atoi(nc_meta) > 0) o.nc = atoi(nc_meta);
     if (cfg_path) {
-        m = model_build_file(cfg_path, opt);
+        m = model_build_file(cfg_path, &o);
     } else {
         const char *cfg = st_metadata(st, "cfg");
         if (cfg)
-            m = model_build(cfg, weights_path, opt);
+            m = model_build(cfg, weights_path, &o);
         else
             gelan_error("%s carries no model config (`cfg` metadata): pass --cfg", weights_path);
     }

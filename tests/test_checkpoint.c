@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "infer/infer.h"
 #include "tensor/error.h"
 #include "tensor/rng.h"
 #include "tensor/safetensors.h"
@@ -26,10 +27,11 @@ static const char *tmp_path(const char *name) {
     return b;
 }
 
-/* A tiny model after two training steps on random images, so that weights,
- * BN buffers, EMA and momentum buffers all hold non-trivial values. */
-static int trained_core(TrainCore *c, Model **m, uint64_t seed) {
-    ModelOptions mo = {.nc = 3, .seed = seed};
+/* A tiny model of nc classes after two training steps on random images, so
+ * that weights, BN buffers, EMA and momentum buffers all hold non-trivial
+ * values. */
+static int trained_core(TrainCore *c, Model **m, uint64_t seed, int nc) {
+    ModelOptions mo = {.nc = nc, .seed = seed};
     *m = model_build_file(TINY, &mo);
     if (!*m) return -1;
     Hyp h;
@@ -55,8 +57,8 @@ static int same_tensor(const Tensor *a, const Tensor *b) {
 static void test_round_trip(void) {
     TrainCore a, b;
     Model *ma = NULL, *mb = NULL;
-    CU_ASSERT_OK(trained_core(&a, &ma, 1));
-    CU_ASSERT_OK(trained_core(&b, &mb, 2)); /* other weights and state */
+    CU_ASSERT_OK(trained_core(&a, &ma, 1, 3));
+    CU_ASSERT_OK(trained_core(&b, &mb, 2, 3)); /* other weights and state */
     if (!ma || !mb || !a.optim || !b.optim) goto done;
     CU_ASSERT(optim_state_count(a.optim) > 0);
     const char *path = tmp_path("rt.safetensors");
@@ -123,7 +125,7 @@ static unsigned char *read_all(const char *path, size_t *n) {
 static void test_atomic_write(void) {
     TrainCore a;
     Model *m = NULL;
-    CU_ASSERT_OK(trained_core(&a, &m, 3));
+    CU_ASSERT_OK(trained_core(&a, &m, 3, 3));
     if (!m || !a.optim) goto done;
     const char *path = tmp_path("atomic.safetensors");
     CkptContents c = {.model = m, .ema = a.ema, .optim = a.optim, .epoch = 0};
@@ -155,7 +157,7 @@ done:
 static void test_eval_weights(void) {
     TrainCore a;
     Model *m = NULL, *e = NULL, *w = NULL;
-    CU_ASSERT_OK(trained_core(&a, &m, 4));
+    CU_ASSERT_OK(trained_core(&a, &m, 4, 3));
     if (!m || !a.optim) goto done;
     const char *ck = tmp_path("eval.safetensors"), *plain = tmp_path("plain.safetensors");
     CkptContents c = {.model = m, .ema = a.ema, .optim = a.optim};
@@ -234,6 +236,107 @@ done:
     model_free(m5);
 }
 
+/* The summary line of `gelan info` without the model's name (what follows "summary:"), or "". */
+static const char *summary_of(const char *out) {
+    const char *s = strstr(out, " summary: ");
+    return s ? s : "";
+}
+
+/* A run on a data set whose class count is not its YAML's nc (gelan-tiny.yaml
+ * says 3; the data set has 5) saves the data set's nc in the checkpoint, next
+ * to the YAML text as written. Every loader builds the model with the
+ * checkpoint's nc: in-process, and on the command line info (with and without
+ * --cfg), convert, importance and prune, whose output must be the model of the
+ * same YAML with nc: 5. */
+static void test_nc_differs_from_yaml(void) {
+    TrainCore a = {0};
+    Model *m = NULL;
+    CU_ASSERT_OK(trained_core(&a, &m, 5, 5));
+    if (!m || !a.optim) goto done;
+    const char *ck_path = tmp_path("nc5.safetensors"), *yaml5 = tmp_path("tiny-nc5.yaml");
+    const char *infer = tmp_path("nc5-infer.safetensors"), *pruned = tmp_path("nc5-pruned.safetensors");
+    CkptContents c = {.model = m, .ema = a.ema, .optim = a.optim, .names_json = "[\"a\",\"b\",\"c\",\"d\",\"e\"]"};
+    CU_ASSERT_OK(ckpt_save(ck_path, &c));
+    Checkpoint *ck = ckpt_open(ck_path);
+    CU_ASSERT_NONNULL_OK(ck);
+    if (!ck) goto done;
+    CU_ASSERT(strstr(ckpt_meta(ck, "cfg"), "nc: 3") != NULL);
+    bool ema = false;
+    Model *l = ckpt_load_model(ck, NULL, NULL, true, &ema);
+    CU_ASSERT_NONNULL_OK(l);
+    if (l) {
+        CU_ASSERT_EQUAL(l->nc, 5);
+        CU_ASSERT(ema);
+        const Tensor *avg = ema_find(a.ema, l->params[0].name);
+        CU_ASSERT(avg && same_tensor(l->params[0].t, avg));
+    }
+    model_free(l);
+    l = ckpt_load_model(ck, TINY, NULL, false, &ema); /* --cfg: the YAML file still says 3 */
+    CU_ASSERT_NONNULL_OK(l);
+    if (l) {
+        CU_ASSERT_EQUAL(l->nc, 5);
+        CU_ASSERT(!ema);
+        CU_ASSERT(same_tensor(l->params[0].t, m->params[0].t));
+    }
+    model_free(l);
+    ckpt_close(ck);
+    l = ckpt_load_eval_model(ck_path, NULL, NULL); /* val, detect, quantize */
+    CU_ASSERT_NONNULL_OK(l);
+    if (l) CU_ASSERT_EQUAL(l->nc, 5);
+    model_free(l);
+
+    const char *gelan = gelan_bin_path();
+    if (access(gelan, X_OK) != 0) {
+        fprintf(stderr, "\n  no %s: command line skipped\n", gelan);
+        goto done;
+    }
+    /* the same YAML with nc: 5, the model the checkpoint holds */
+    char *text = read_text_file(TINY), *nc = text ? strstr(text, "nc: 3") : NULL;
+    CU_ASSERT_PTR_NOT_NULL(nc);
+    if (nc) nc[4] = '5';
+    FILE *f = nc ? fopen(yaml5, "w") : NULL;
+    if (f) fputs(text, f);
+    CU_ASSERT(f && fclose(f) == 0);
+    free(text);
+    char cmd[2048], want[8192], got[8192];
+    snprintf(cmd, sizeof cmd, "%s info %s", gelan, yaml5);
+    CU_ASSERT(run_command_expect(cmd, 0, want, sizeof want));
+    CU_ASSERT(strstr(want, "parameters") != NULL);
+    snprintf(cmd, sizeof cmd, "%s info %s", gelan, ck_path);
+    CU_ASSERT(run_command_expect(cmd, 0, got, sizeof got));
+    CU_ASSERT_STRING_EQUAL(summary_of(got), summary_of(want));
+    snprintf(cmd, sizeof cmd, "%s info %s --cfg %s", gelan, ck_path, TINY);
+    CU_ASSERT(run_command_expect(cmd, 0, got, sizeof got));
+    CU_ASSERT_STRING_EQUAL(summary_of(got), summary_of(want));
+    snprintf(cmd, sizeof cmd, "%s convert --weights %s --out %s", gelan, ck_path, infer);
+    CU_ASSERT(run_command_expect(cmd, 0, got, sizeof got));
+    /* the inference model predicts [1, 4 + 5, anchors] and names the 5 classes */
+    InferModel *im = infer_model_load(infer);
+    CU_ASSERT_NONNULL_OK(im);
+    static float image[3 * 64 * 64];
+    InferShape os = {0};
+    const float *y = im ? infer_model_run(im, image, 1, 3, 64, 64, &os) : NULL;
+    CU_ASSERT_NONNULL_OK(y);
+    CU_ASSERT(os.ndim == 3 && os.shape[1] == 4 + 5);
+    if (im) CU_ASSERT_STRING_EQUAL(infer_model_class_name(im, 4), "e");
+    infer_model_free(im);
+    snprintf(cmd, sizeof cmd, "%s importance --weights %s --top 1", gelan, ck_path);
+    CU_ASSERT(run_command_expect(cmd, 0, got, sizeof got));
+    snprintf(cmd, sizeof cmd, "%s prune --weights %s --ratio 0.25 --out %s", gelan, ck_path, pruned);
+    CU_ASSERT(run_command_expect(cmd, 0, got, sizeof got));
+    Model *p = model_load(pruned, NULL, NULL); /* the pruned YAML carries nc: 5 */
+    CU_ASSERT_NONNULL_OK(p);
+    if (p) CU_ASSERT_EQUAL(p->nc, 5);
+    model_free(p);
+    remove(yaml5);
+    remove(infer);
+    remove(pruned);
+done:
+    remove(tmp_path("nc5.safetensors"));
+    train_core_free(&a);
+    model_free(m);
+}
+
 SUITE_FN(checkpoint) {
     CU_pSuite s = CU_add_suite("checkpoint", NULL, NULL);
     if (!s) return -1;
@@ -241,5 +344,6 @@ SUITE_FN(checkpoint) {
     CU_add_test(s, "a failed save leaves the previous file", test_atomic_write);
     CU_add_test(s, "val/detect use the EMA weights", test_eval_weights);
     CU_add_test(s, "files without cfg, mismatched models, transfer", test_cfg_and_mismatch);
+    CU_add_test(s, "a checkpoint whose nc is not its YAML's: every loader", test_nc_differs_from_yaml);
     return 0;
 }

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "autograd/tape.h"
@@ -17,29 +16,11 @@
 #include "nn/convert.h"
 #include "nn/model.h"
 #include "tensor/error.h"
-#include "tensor/rng.h"
 #include "tensor/safetensors.h"
 #include "tests/testutil.h"
+#include "tests/testutil_nn.h"
 
 #define RTOL 1e-4
-
-static Tensor *read_tensor(const char *path, const char *name) {
-    SafeTensors *st = st_open(path);
-    if (!st) return NULL;
-    const StTensorInfo *ti = st_find(st, name);
-    Tensor *x = NULL;
-    if (ti && ti->ndim >= 1 && ti->ndim <= TENSOR_MAX_DIMS) {
-        int shape[TENSOR_MAX_DIMS];
-        for (int d = 0; d < ti->ndim; d++) shape[d] = (int)ti->shape[d];
-        x = tensor_new(ti->ndim, shape);
-        if (x && st_read_f32(st, name, x->data, x->numel)) {
-            tensor_free(x);
-            x = NULL;
-        }
-    }
-    st_close(st);
-    return x;
-}
 
 /* Eval prediction of head `head` (a heap copy). */
 static Tensor *eval_pred(Model *m, Tensor *x, int head) {
@@ -52,18 +33,6 @@ static Tensor *eval_pred(Model *m, Tensor *x, int head) {
     }
     tape_free(t);
     return y;
-}
-
-static int graph_lookup(void *ctx, const char *name, InferTensor *out) {
-    const InferGraph *g = ctx;
-    for (int i = 0; i < g->ntensors; i++) {
-        if (strcmp(g->tensors[i].name, name)) continue;
-        out->data = g->tensors[i].data;
-        out->ndim = g->tensors[i].ndim;
-        for (int d = 0; d < out->ndim; d++) out->shape[d] = g->tensors[i].shape[d];
-        return 0;
-    }
-    return -1;
 }
 
 /* Runs an inference model on x and compares its output with want. */
@@ -89,7 +58,7 @@ static void check_graph(Model *single, const Tensor *x, const Tensor *want) {
     InferGraph g;
     CU_ASSERT_OK(convert_graph(single, &g));
     if (!g.text) return;
-    InferModel *im = infer_model_build(g.text, NULL, graph_lookup, &g);
+    InferModel *im = infer_model_build(g.text, NULL, graph_tensor_lookup, &g);
     check_infer(im, x, want, "runtime");
     if (im) {
         CU_ASSERT_EQUAL(infer_model_layers(im), g.nnodes);
@@ -125,8 +94,8 @@ static void run_golden(const char *gcase, int shift, int D, size_t gelan_params)
     CU_ASSERT_NONNULL_OK(src);
     if (!src) return;
     CU_ASSERT_OK(model_load_weights(src, golden_path(gcase, "weights.safetensors")));
-    Tensor *x = read_tensor(golden_path(gcase, "input.safetensors"), "input");
-    Tensor *want = read_tensor(golden_path(gcase, "expected.safetensors"), "reparam.pred");
+    Tensor *x = tensor_from_file(golden_path(gcase, "input.safetensors"), "input");
+    Tensor *want = tensor_from_file(golden_path(gcase, "expected.safetensors"), "reparam.pred");
     CU_ASSERT_NONNULL_OK(x);
     CU_ASSERT_NONNULL_OK(want);
     Model *dst = convert_single_branch(src, "converted.yaml");
@@ -197,8 +166,8 @@ static void test_single_head_identity(void) {
             differ += !b || !tensor_same_shape(a, b) || memcmp(a->data, b->data, a->numel * sizeof(float));
         }
         CU_ASSERT_EQUAL(differ, 0);
-        Tensor *x = read_tensor(golden_path(gcase, "input.safetensors"), "input");
-        Tensor *want = read_tensor(golden_path(gcase, "expected.safetensors"), "fused.output.pred");
+        Tensor *x = tensor_from_file(golden_path(gcase, "input.safetensors"), "input");
+        Tensor *want = tensor_from_file(golden_path(gcase, "expected.safetensors"), "fused.output.pred");
         CU_ASSERT_NONNULL_OK(x);
         CU_ASSERT_NONNULL_OK(want);
         printf("\n    %s: identity", gcase);
@@ -210,23 +179,6 @@ static void test_single_head_identity(void) {
     model_free(src);
 }
 
-/* Random BN statistics and affine parameters, so that folding them is tested
- * (a fresh model has mean 0, var 1, gamma 1, beta 0). */
-static void randomize_bn(Model *m, uint64_t seed) {
-    Rng r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < m->nunits; i++) {
-        ConvUnit *u = m->units[i];
-        if (!u->bn_weight) continue;
-        for (int c = 0; c < u->c2; c++) {
-            u->bn_weight->data[c] = rng_range(&r, 0.5f, 1.5f);
-            u->bn_bias->data[c] = rng_range(&r, -0.2f, 0.2f);
-            u->bn_mean->data[c] = rng_range(&r, -0.1f, 0.1f);
-            u->bn_var->data[c] = rng_range(&r, 0.5f, 2.0f);
-        }
-    }
-}
-
 /* The seed's triple config at full width with random weights: the converted
  * model reproduces the triple model's main (inference) head. */
 static void test_triple_full(void) {
@@ -234,11 +186,8 @@ static void test_triple_full(void) {
     Model *src = model_build_file("configs/models/yolov9-c-triple.yaml", &opt);
     CU_ASSERT_NONNULL_OK(src);
     if (!src) return;
-    randomize_bn(src, 11);
-    Tensor *x = tensor_new4(1, 3, 64, 64);
-    Rng r;
-    rng_seed(&r, 5);
-    for (size_t i = 0; i < x->numel; i++) x->data[i] = rng_range(&r, 0.f, 1.f);
+    randomize_bn_stats(src, 11, 0.1f);
+    Tensor *x = random_image_batch(1, 3, 64, 64, 5);
     Tensor *want = eval_pred(src, x, 2);
     CU_ASSERT_NONNULL_OK(want);
     Model *dst = convert_single_branch(src, "triple-single.yaml");
@@ -349,7 +298,7 @@ static void test_slim_params(void) {
         CU_ASSERT_EQUAL(model_num_params(dst), 5362432);
         InferGraph g;
         CU_ASSERT_OK(convert_graph(dst, &g));
-        InferModel *im = g.text ? infer_model_build(g.text, NULL, graph_lookup, &g) : NULL;
+        InferModel *im = g.text ? infer_model_build(g.text, NULL, graph_tensor_lookup, &g) : NULL;
         CU_ASSERT_NONNULL_OK(im);
         if (im) CU_ASSERT_EQUAL(infer_model_params(im), 5362432 - 16);
         printf("\n    yolov9-c-slim -> %zu parameters fused, graph %d nodes", model_num_params(dst), g.nnodes);
@@ -367,11 +316,8 @@ static void test_shufflenet_graph(void) {
     Model *m = model_build_file("configs/models/gelan-c-slim-shufflenet.yaml", &opt);
     CU_ASSERT_NONNULL_OK(m);
     if (!m) return;
-    randomize_bn(m, 4);
-    Tensor *x = tensor_new4(1, 3, 64, 64);
-    Rng r;
-    rng_seed(&r, 9);
-    for (size_t i = 0; i < x->numel; i++) x->data[i] = rng_range(&r, 0.f, 1.f);
+    randomize_bn_stats(m, 4, 0.1f);
+    Tensor *x = random_image_batch(1, 3, 64, 64, 9);
     Tensor *want = eval_pred(m, x, 0);
     CU_ASSERT_NONNULL_OK(want);
     Model *dst = convert_single_branch(m, "shuffle.yaml");
@@ -452,11 +398,8 @@ static void test_mini_e(void) {
     Model *src = model_build(MINI_E, "yolov9-e-mini.yaml", &opt);
     CU_ASSERT_NONNULL_OK(src);
     if (!src) return;
-    randomize_bn(src, 22);
-    Tensor *x = tensor_new4(2, 3, 64, 96);
-    Rng r;
-    rng_seed(&r, 23);
-    for (size_t i = 0; i < x->numel; i++) x->data[i] = rng_range(&r, 0.f, 1.f);
+    randomize_bn_stats(src, 22, 0.1f);
+    Tensor *x = random_image_batch(2, 3, 64, 96, 23);
     Tensor *want = eval_pred(src, x, 1);
     CU_ASSERT_NONNULL_OK(want);
     int *old_of = NULL, n = 0;
@@ -496,41 +439,6 @@ static void test_mini_e(void) {
 
 /* ---- the command line -------------------------------------------------------------- */
 
-static const char *gelan_bin(void) {
-    const char *g = getenv("GELAN_BIN");
-    return g && *g ? g : "build/gelan";
-}
-
-/* Runs a command, returns its exit status; the end of its output (stdout and
- * stderr, the last len-1 bytes) in out. */
-static int run(const char *cmd, char *out, size_t len) {
-    char full[4096], chunk[1024];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t used = 0, got, room = len - 1;
-    while ((got = fread(chunk, 1, sizeof chunk, p)) > 0) {
-        if (used + got > room) { /* keep the tail */
-            size_t drop = used + got - room < used ? used + got - room : used;
-            memmove(out, out + drop, used - drop);
-            used -= drop;
-        }
-        size_t take = got < room - used ? got : room - used;
-        memcpy(out + used, chunk + got - take, take);
-        used += take;
-    }
-    out[used] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* run() == want, else the output is printed. */
-static int run_expect(const char *cmd, int want, char *out, size_t len) {
-    int rc = run(cmd, out, len);
-    if (rc != want) fprintf(stderr, "\n  `%s` exited with %d, expected %d:\n%s", cmd, rc, want, out);
-    return rc == want;
-}
-
 /* A training-style checkpoint: ema.* = the golden weights, model.* = zeros
  * (but the fixed DFL weights, which every model has). */
 static int write_ema_ckpt(const char *gcase, const char *path) {
@@ -558,7 +466,7 @@ static int write_ema_ckpt(const char *gcase, const char *path) {
 }
 
 static void test_cli(void) {
-    const char *gelan = gelan_bin();
+    const char *gelan = gelan_bin_path();
     if (access(gelan, X_OK) != 0 || !shared_available()) {
         fprintf(stderr, "\n  no %s or ../shared: skipped\n", gelan);
         return;
@@ -570,22 +478,22 @@ static void test_cli(void) {
     snprintf(out, sizeof out, "%s/t.safetensors", dir);
     snprintf(single, sizeof single, "%s/t-single.safetensors", dir);
     snprintf(ckpt, sizeof ckpt, "%s/ckpt.safetensors", dir);
-    Tensor *x = read_tensor(golden_path(gcase, "input.safetensors"), "input");
-    Tensor *want = read_tensor(golden_path(gcase, "expected.safetensors"), "reparam.pred");
+    Tensor *x = tensor_from_file(golden_path(gcase, "input.safetensors"), "input");
+    Tensor *want = tensor_from_file(golden_path(gcase, "expected.safetensors"), "reparam.pred");
     CU_ASSERT_NONNULL_OK(x);
     CU_ASSERT_NONNULL_OK(want);
 
     /* the golden weights carry no cfg: a clear error, nothing written */
     snprintf(cmd, sizeof cmd, "%s convert --weights %s --out %s", gelan, golden_path(gcase, "weights.safetensors"),
              out);
-    CU_ASSERT(run_expect(cmd, 1, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 1, text, sizeof text));
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "--cfg"));
     CU_ASSERT_NOT_EQUAL(access(out, F_OK), 0);
 
     /* inference model */
     snprintf(cmd, sizeof cmd, "%s convert --weights %s --cfg %s --out %s", gelan,
              golden_path(gcase, "weights.safetensors"), golden_path(gcase, "cfg.yaml"), out);
-    CU_ASSERT(run_expect(cmd, 0, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 0, text, sizeof text));
     InferModel *im = infer_model_load(out);
     printf("\n    gelan convert");
     if (x && want) check_infer(im, x, want, "inference model");
@@ -595,13 +503,13 @@ static void test_cli(void) {
     }
     infer_model_free(im);
     snprintf(cmd, sizeof cmd, "%s info %s", gelan, out);
-    CU_ASSERT(run_expect(cmd, 0, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 0, text, sizeof text));
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "2,407,616 parameters"));
 
     /* single-branch checkpoint */
     snprintf(cmd, sizeof cmd, "%s convert --weights %s --cfg %s --out %s --no-fuse", gelan,
              golden_path(gcase, "weights.safetensors"), golden_path(gcase, "cfg.yaml"), single);
-    CU_ASSERT(run_expect(cmd, 0, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 0, text, sizeof text));
     Model *m = model_load(single, NULL, NULL);
     CU_ASSERT_NONNULL_OK(m);
     if (m && x && want) {
@@ -613,18 +521,18 @@ static void test_cli(void) {
     }
     model_free(m);
     snprintf(cmd, sizeof cmd, "%s info %s", gelan, single);
-    CU_ASSERT(run_expect(cmd, 0, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 0, text, sizeof text));
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "2,442,640 parameters"));
 
     /* a checkpoint with EMA: the EMA weights by default, the raw ones with --no-ema */
     CU_ASSERT_OK(write_ema_ckpt(gcase, ckpt));
     snprintf(cmd, sizeof cmd, "%s convert --weights %s --out %s", gelan, ckpt, out);
-    CU_ASSERT(run_expect(cmd, 0, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 0, text, sizeof text));
     im = infer_model_load(out);
     if (x && want) check_infer(im, x, want, "from ema.*");
     infer_model_free(im);
     snprintf(cmd, sizeof cmd, "%s convert --weights %s --out %s --no-ema", gelan, ckpt, out);
-    CU_ASSERT(run_expect(cmd, 0, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 0, text, sizeof text));
     /* the zero model.* weights fold into a zero first conv */
     SafeTensors *st = st_open(out);
     CU_ASSERT_NONNULL_OK(st);
@@ -640,7 +548,7 @@ static void test_cli(void) {
     st_close(st);
     /* --ema on a file without ema.* is an error */
     snprintf(cmd, sizeof cmd, "%s convert --weights %s --out %s/none.safetensors --ema", gelan, single, dir);
-    CU_ASSERT(run_expect(cmd, 1, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 1, text, sizeof text));
 
     unlink(out);
     unlink(single);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer/gemm.h"
 #include "infer/kernels.h"
 #include "infer/ops.h"
 #include "tensor/pool.h"
@@ -318,6 +319,52 @@ static void test_ik_upsample(void) {
     free(x);
 }
 
+/* gemm_f32 of every table against a double-precision definition: all four
+ * transpose combinations, accumulate on and off, leading dimensions wider than
+ * the matrices, and sizes around the blocking (MR, NR, MC 128, KC 256, NC 1024). */
+static int ik_gemm_case(const InferKernels *kern, bool ta, bool tb, int M, int N, int K, bool acc, bool parallel) {
+    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+    float *A = ik_randn((size_t)(ta ? K : M) * lda, 1.f), *B = ik_randn((size_t)(tb ? N : K) * ldb, 1.f);
+    float *C = ik_randn((size_t)M * ldc, 1.f), *want = malloc(sizeof(float) * (size_t)M * ldc);
+    memcpy(want, C, sizeof(float) * (size_t)M * ldc);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = acc ? C[(size_t)i * ldc + j] : 0.0;
+            for (int k = 0; k < K; k++)
+                s += (double)(ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                     (tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+            want[(size_t)i * ldc + j] = (float)s;
+        }
+    if (parallel) {
+        CU_ASSERT(gemm_f32_parallel(kern, ta, tb, M, N, K, A, lda, B, ldb, acc, C, ldc) == 0);
+    } else {
+        float *scratch = malloc(sizeof(float) * gemm_scratch_floats(kern));
+        gemm_f32(kern, ta, tb, M, N, K, A, lda, B, ldb, acc, C, ldc, scratch);
+        free(scratch);
+    }
+    char what[128];
+    snprintf(what, sizeof what, "gemm %s ta=%d tb=%d %dx%dx%d acc=%d par=%d", kern->name, ta, tb, M, N, K, acc, parallel);
+    /* sums of K products of values in [-1, 1): float error grows like sqrt(K) ulp */
+    int ok = ik_close(what, C, want, (size_t)M * ldc, 1e-5 * (1 + sqrt((double)K)));
+    free(A), free(B), free(C), free(want);
+    return ok;
+}
+
+static void test_ik_gemm(void) {
+    static const int shapes[][3] = {{1, 1, 1},   {8, 32, 16},  {7, 33, 5},    {17, 100, 300}, {130, 40, 257},
+                                    {3, 1030, 9}, {64, 70, 600}, {129, 1025, 2}, {16, 27, 2000}, {5, 5, 0}};
+    for (int t = 0; t < IK_NTABLES; t++) {
+        const InferKernels *kern = infer_kernels_get(ik_tables[t]);
+        if (!kern) continue;
+        for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+            for (int tr = 0; tr < 4; tr++)
+                CU_ASSERT(ik_gemm_case(kern, tr & 1, tr >> 1, shapes[i][0], shapes[i][1], shapes[i][2], (i + tr) % 2,
+                                       false));
+        CU_ASSERT(ik_gemm_case(kern, false, true, 48, 300, 700, false, true));
+        CU_ASSERT(ik_gemm_case(kern, true, false, 300, 20, 64, true, true));
+    }
+}
+
 static void test_ik_force(void) {
     CU_ASSERT(infer_kernels_force("c") == 0);
     CU_ASSERT_STRING_EQUAL(infer_kernels()->name, "c");
@@ -343,6 +390,7 @@ static const InferTestCase infer_kernels_cases[] = {
     {"depthwise stride-1 kernel of every table", test_ik_depthwise_s1},
     {"max and avg pooling vs definition", test_ik_pools},
     {"nearest upsample vs definition", test_ik_upsample},
+    {"gemm of every table vs the definition", test_ik_gemm},
     {"forcing a kernel table", test_ik_force},
     {NULL, NULL},
 };

@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "autograd/tape.h"
@@ -26,26 +25,9 @@
 #include "tensor/rng.h"
 #include "tensor/safetensors.h"
 #include "tests/testutil.h"
+#include "tests/testutil_nn.h"
 
 #define RTOL 1e-5 /* float rounding: the removed terms are exact zeros, only the summation order changes */
-
-static Tensor *read_tensor(const char *path, const char *name) {
-    SafeTensors *st = st_open(path);
-    if (!st) return NULL;
-    const StTensorInfo *ti = st_find(st, name);
-    Tensor *x = NULL;
-    if (ti && ti->ndim >= 1 && ti->ndim <= TENSOR_MAX_DIMS) {
-        int shape[TENSOR_MAX_DIMS];
-        for (int d = 0; d < ti->ndim; d++) shape[d] = (int)ti->shape[d];
-        x = tensor_new(ti->ndim, shape);
-        if (x && st_read_f32(st, name, x->data, x->numel)) {
-            tensor_free(x);
-            x = NULL;
-        }
-    }
-    st_close(st);
-    return x;
-}
 
 static Model *golden_model(const char *gcase) {
     Model *m = model_build_file(golden_path(gcase, "cfg.yaml"), NULL);
@@ -80,23 +62,6 @@ static void make_dead(Model *m, const char *name, int f) {
     memset(u->weight->data + (size_t)f * per, 0, per * sizeof(float));
     if (u->bias) u->bias->data[f] = 0;
     if (u->bn_weight) u->bn_weight->data[f] = u->bn_bias->data[f] = 0;
-}
-
-/* Running statistics and BN affine parameters away from their fresh values, so
- * that eval mode is not the identity on BN. */
-static void randomize_bn(Model *m, uint64_t seed) {
-    Rng r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < m->nunits; i++) {
-        ConvUnit *u = m->units[i];
-        if (!u->bn_weight) continue;
-        for (int c = 0; c < u->c2; c++) {
-            u->bn_weight->data[c] = rng_range(&r, 0.5f, 1.5f);
-            u->bn_bias->data[c] = rng_range(&r, -0.2f, 0.2f);
-            u->bn_mean->data[c] = rng_range(&r, -0.2f, 0.2f);
-            u->bn_var->data[c] = rng_range(&r, 0.5f, 2.0f);
-        }
-    }
 }
 
 typedef struct {
@@ -202,11 +167,11 @@ static Model *prune_dead(const Model *m, PruneStats *st) {
 static void test_equivalence_gelan_t(void) {
     if (!shared_available()) return;
     Model *m = golden_model("gelan-t_64");
-    Tensor *x = read_tensor(golden_path("gelan-t_64", "input.safetensors"), "input");
+    Tensor *x = tensor_from_file(golden_path("gelan-t_64", "input.safetensors"), "input");
     CU_ASSERT_NONNULL_OK(m);
     CU_ASSERT_NONNULL_OK(x);
     if (!m || !x) goto done;
-    randomize_bn(m, 7);
+    randomize_bn_stats(m, 7, 0.2f);
     /* ELAN1 cv2 (16 filters, read by cv3 and cv4) */
     make_dead(m, "model.2.cv2.conv", 1), make_dead(m, "model.2.cv2.conv", 4), make_dead(m, "model.2.cv2.conv", 9);
     /* RepNCSPELAN4 cv1 (64, chunked in halves of 32): two dead filters in each half */
@@ -284,18 +249,6 @@ done:
 
 /* ---- a dual model with CBLinear / CBFuse, and the runtime after convert ------------- */
 
-static int graph_lookup(void *ctx, const char *name, InferTensor *out) {
-    const InferGraph *g = ctx;
-    for (int i = 0; i < g->ntensors; i++) {
-        if (strcmp(g->tensors[i].name, name)) continue;
-        out->data = g->tensors[i].data;
-        out->ndim = g->tensors[i].ndim;
-        for (int d = 0; d < out->ndim; d++) out->shape[d] = g->tensors[i].shape[d];
-        return 0;
-    }
-    return -1;
-}
-
 /* convert (drop the aux branch, fuse), build the runtime model, run it on x
  * and compare with want (the original model's main-head eval prediction). */
 static void check_runtime(const Model *pruned, const Tensor *x, const Tensor *want) {
@@ -305,7 +258,7 @@ static void check_runtime(const Model *pruned, const Tensor *x, const Tensor *wa
     CU_ASSERT_OK(model_fuse(single));
     InferGraph g;
     CU_ASSERT_OK(convert_graph(single, &g));
-    InferModel *im = g.text ? infer_model_build(g.text, NULL, graph_lookup, &g) : NULL;
+    InferModel *im = g.text ? infer_model_build(g.text, NULL, graph_tensor_lookup, &g) : NULL;
     CU_ASSERT_NONNULL_OK(im);
     if (im) {
         InferShape os;
@@ -328,7 +281,7 @@ static void test_equivalence_dual(void) {
     if (!shared_available()) return;
     const char *gcase = "yolov9-c-mini_64";
     Model *m = golden_model(gcase);
-    Tensor *x = read_tensor(golden_path(gcase, "input.safetensors"), "input");
+    Tensor *x = tensor_from_file(golden_path(gcase, "input.safetensors"), "input");
     CU_ASSERT_NONNULL_OK(m);
     CU_ASSERT_NONNULL_OK(x);
     if (!m || !x) goto done;
@@ -382,7 +335,7 @@ static void test_equivalence_triple(void) {
     if (!shared_available()) return;
     const char *gcase = "yolov9-c-triple-mini_64";
     Model *m = golden_model(gcase);
-    Tensor *x = read_tensor(golden_path(gcase, "input.safetensors"), "input");
+    Tensor *x = tensor_from_file(golden_path(gcase, "input.safetensors"), "input");
     CU_ASSERT_NONNULL_OK(m);
     CU_ASSERT_NONNULL_OK(x);
     if (!m || !x) goto done;
@@ -413,11 +366,8 @@ static void test_equivalence_shufflenet(void) {
     Model *m = model_build_file("configs/models/gelan-c-slim-shufflenet.yaml", &mo);
     CU_ASSERT_NONNULL_OK(m);
     if (!m) return;
-    randomize_bn(m, 3);
-    Tensor *x = tensor_new4(2, 3, 64, 64);
-    Rng r;
-    rng_seed(&r, 5);
-    for (size_t i = 0; x && i < x->numel; i++) x->data[i] = rng_uniform(&r);
+    randomize_bn_stats(m, 3, 0.2f);
+    Tensor *x = random_image_batch(2, 3, 64, 64, 5);
     /* branch2's first 1x1 conv and the depthwise conv after it (one filter per channel): together */
     make_dead(m, "model.2.branch2.0", 3), make_dead(m, "model.2.branch2.3", 3);
     make_dead(m, "model.2.branch2.0", 9), make_dead(m, "model.2.branch2.3", 9);
@@ -496,7 +446,7 @@ static void test_importance(void) {
     }
     free(r);
     /* per filter, |BN gamma|, within a module type (perturbed so that the values differ) */
-    randomize_bn(m, 1);
+    randomize_bn_stats(m, 1, 0.2f);
     CU_ASSERT_OK(prune_importance(m, true, PRUNE_BN, "RepNCSPELAN4", &r, &n));
     want_n = 0;
     for (int i = 0; i < m->nunits; i++)
@@ -574,7 +524,7 @@ static void check_rounded(const Model *m, const Model *p, int R) {
 static void test_ratio_and_rounding(void) {
     if (!shared_available()) return;
     Model *m = golden_model("gelan-t_64");
-    Tensor *x = read_tensor(golden_path("gelan-t_64", "input.safetensors"), "input");
+    Tensor *x = tensor_from_file(golden_path("gelan-t_64", "input.safetensors"), "input");
     CU_ASSERT_NONNULL_OK(m);
     if (!m || !x) goto done;
     size_t last = model_num_params(m);
@@ -739,42 +689,8 @@ static void test_yaml_widths(void) {
 
 /* ---- the command line ----------------------------------------------------------------------- */
 
-static const char *gelan_bin(void) {
-    const char *g = getenv("GELAN_BIN");
-    return g && *g ? g : "build/gelan";
-}
-
-/* Runs a command; its exit status, and the tail of its output in out. */
-static int run(const char *cmd, char *out, size_t len) {
-    char full[4096];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t used = 0, got;
-    char chunk[1024];
-    while ((got = fread(chunk, 1, sizeof chunk, p)) > 0) {
-        if (used + got > len - 1) {
-            size_t drop = used + got - (len - 1) < used ? used + got - (len - 1) : used;
-            memmove(out, out + drop, used - drop);
-            used -= drop;
-        }
-        size_t take = got < len - 1 - used ? got : len - 1 - used;
-        memcpy(out + used, chunk + got - take, take);
-        used += take;
-    }
-    out[used] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int run_expect(const char *cmd, int want, char *out, size_t len) {
-    int rc = run(cmd, out, len);
-    if (rc != want) fprintf(stderr, "\n  `%s` exited with %d, expected %d:\n%s", cmd, rc, want, out);
-    return rc == want;
-}
-
 static void test_cli(void) {
-    const char *gelan = gelan_bin();
+    const char *gelan = gelan_bin_path();
     if (access(gelan, X_OK) != 0 || !shared_available()) {
         fprintf(stderr, "\n  no %s or ../shared: skipped\n", gelan);
         return;
@@ -789,36 +705,36 @@ static void test_cli(void) {
 
     /* bad input: a clear error, nothing written */
     snprintf(cmd, sizeof cmd, "%s prune --weights %s --ratio 0.25 --out %s", gelan, w, out);
-    CU_ASSERT(run_expect(cmd, 1, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 1, text, sizeof text));
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "--cfg"));
     CU_ASSERT_NOT_EQUAL(access(out, F_OK), 0);
     snprintf(cmd, sizeof cmd, "%s prune --weights %s --cfg %s --ratio 1 --out %s", gelan, w, cfg, out);
-    CU_ASSERT(run_expect(cmd, 2, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 2, text, sizeof text));
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "[0, 1)"));
     CU_ASSERT_NOT_EQUAL(access(out, F_OK), 0);
     snprintf(cmd, sizeof cmd, "%s prune --weights %s --cfg %s --ratio 0.5 --exclude 4,99 --out %s", gelan, w, cfg, out);
-    CU_ASSERT(run_expect(cmd, 1, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 1, text, sizeof text));
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "layer 99 does not exist"));
     CU_ASSERT_NOT_EQUAL(access(out, F_OK), 0);
 
     /* prune, then the file works everywhere a checkpoint does */
     snprintf(cmd, sizeof cmd, "%s prune --weights %s --cfg %s --ratio 0.25 --scope local --out %s", gelan, w, cfg, out);
-    CU_ASSERT(run_expect(cmd, 0, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 0, text, sizeof text));
     Model *p = model_load(out, NULL, NULL);
     CU_ASSERT_NONNULL_OK(p);
     if (p) CU_ASSERT(model_num_params(p) < 2442640);
     snprintf(cmd, sizeof cmd, "%s info %s", gelan, out);
-    CU_ASSERT(run_expect(cmd, 0, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 0, text, sizeof text));
     char want[64];
     snprintf(want, sizeof want, "parameters");
     CU_ASSERT_PTR_NOT_NULL(strstr(text, want));
     snprintf(cmd, sizeof cmd, "%s importance --weights %s --by filter --top 3 --csv", gelan, out);
-    CU_ASSERT(run_expect(cmd, 0, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 0, text, sizeof text));
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "rank,module,layer,filter,importance\n1,model."));
     snprintf(cmd, sizeof cmd, "%s convert --weights %s --out %s", gelan, out, infer);
-    CU_ASSERT(run_expect(cmd, 0, text, sizeof text));
+    CU_ASSERT(run_command_expect(cmd, 0, text, sizeof text));
     InferModel *im = infer_model_load(infer);
-    Tensor *x = read_tensor(golden_path(gcase, "input.safetensors"), "input");
+    Tensor *x = tensor_from_file(golden_path(gcase, "input.safetensors"), "input");
     CU_ASSERT_NONNULL_OK(im);
     if (im && p && x) {
         ModelOutput o;

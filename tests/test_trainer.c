@@ -15,6 +15,7 @@
 #include "tensor/error.h"
 #include "tensor/safetensors.h"
 #include "tests/testutil.h"
+#include "tests/testutil_nn.h"
 #include "train/dataset.h"
 #include "train/image.h"
 #include "train/trainer.h"
@@ -23,13 +24,7 @@
 static const char *TINY = "tests/configs/gelan-tiny.yaml";
 
 /* /tmp/gelan_test_trainer_<pid>/<name> */
-static const char *tmp_path(const char *name) {
-    static char bufs[8][512];
-    static int next;
-    char *b = bufs[next++ & 7];
-    snprintf(b, sizeof bufs[0], "/tmp/gelan_test_trainer_%ld%s%s", (long)getpid(), *name ? "/" : "", name);
-    return b;
-}
+static const char *tmp_path(const char *name) { return tmp_dir_path("trainer", name); }
 
 static int write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
@@ -38,29 +33,12 @@ static int write_text(const char *path, const char *text) {
     return fclose(f);
 }
 
-static void rm_rf(const char *path) {
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-    if (system(cmd)) fprintf(stderr, "could not remove %s\n", path);
-}
-
-static int setup(void) {
-    mkdir(tmp_path(""), 0700);
-    return 0;
-}
-
-static int teardown(void) {
-    rm_rf(tmp_path(""));
-    return 0;
-}
+static int setup(void) { return tmp_dir_make("trainer"); }
+static int teardown(void) { return tmp_dir_remove("trainer"); }
 
 /* A shapes data YAML with the given counts and image size. */
 static const char *shapes_yaml(const char *name, int ntrain, int nval, int img) {
-    char text[256];
-    snprintf(text, sizeof text, "synthetic: shapes\ntrain_count: %d\nval_count: %d\nimg: %d\nseed: 0\n", ntrain, nval,
-             img);
-    const char *p = tmp_path(name);
-    return write_text(p, text) ? NULL : p;
+    return write_shapes_data(tmp_path(name), ntrain, nval, img);
 }
 
 /* ---- hyp ------------------------------------------------------------------------ */
@@ -244,40 +222,11 @@ static void log_epoch(void *ctx, const TrainEpochInfo *e) {
 }
 
 static void quick_options(TrainOptions *o, const char *data, const char *name) {
-    train_options_default(o);
+    quick_train_options(o, data, tmp_path("runs"), name);
     o->cfg = TINY;
-    o->data = data;
-    o->project = tmp_path("runs");
-    o->name = name;
-    o->exist_ok = true;
-    o->img = 64;
-    o->batch = 4;
-    o->workers = 1;
-    o->close_mosaic = 0;
 }
 
-static int files_equal_tensors(const char *a, const char *b) {
-    SafeTensors *x = st_open(a), *y = st_open(b);
-    int bad = !x || !y || st_count(x) != st_count(y);
-    for (int i = 0; !bad && i < st_count(x); i++) {
-        const StTensorInfo *ti = st_info(x, i), *tj = st_find(y, ti->name);
-        if (!tj || ti->nbytes != tj->nbytes || memcmp(st_data(x, ti), st_data(y, tj), ti->nbytes)) {
-            fprintf(stderr, "\n  %s differs\n", ti->name);
-            bad = 1;
-        }
-    }
-    const char *keys[] = {"epoch", "ema_updates", "last_opt_step", "best_fitness"};
-    for (int k = 0; !bad && k < 4; k++) {
-        const char *u = st_metadata(x, keys[k]), *v = st_metadata(y, keys[k]);
-        if (!u || !v || strcmp(u, v)) {
-            fprintf(stderr, "\n  metadata %s differs: %s vs %s\n", keys[k], u ? u : "-", v ? v : "-");
-            bad = 1;
-        }
-    }
-    st_close(x);
-    st_close(y);
-    return !bad;
-}
+static const char *const CKPT_KEYS[] = {"epoch", "ema_updates", "last_opt_step", "best_fitness"};
 
 /* Stopping after 6 iterations (epoch 0 done and saved, 2 iterations into
  * epoch 1, as if killed) and resuming gives the same weights, EMA and
@@ -304,7 +253,7 @@ static void test_resume(void) {
     char a[600], b[600];
     snprintf(a, sizeof a, "%s/last.safetensors", ra.dir);
     snprintf(b, sizeof b, "%s/last.safetensors", rc.dir);
-    CU_ASSERT(files_equal_tensors(a, b));
+    CU_ASSERT(same_checkpoint_tensors(a, b, CKPT_KEYS, 4));
     /* a finished run has nothing to resume */
     TrainResult rd;
     CU_ASSERT_EQUAL(train_run(&r, NULL, &rd), -1);

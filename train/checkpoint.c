@@ -216,6 +216,18 @@ int ckpt_load_qat(const Checkpoint *ck, Model *m) {
     return 0;
 }
 
+Model *ckpt_load_model(const Checkpoint *ck, const char *cfg_path, const ModelOptions *opt, bool prefer_ema,
+                       bool *used_ema) {
+    bool ema = prefer_ema && ckpt_has_ema(ck);
+    if (used_ema) *used_ema = ema;
+    Model *m = ckpt_build_model(ck, cfg_path, opt);
+    if (m && ckpt_load_weights(ck, m, ema ? CKPT_EMA : CKPT_MODEL)) {
+        model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 Model *ckpt_load_eval_model(const char *path, const char *cfg_path, const ModelOptions *opt) {
     Checkpoint *ck = ckpt_open(path);
     if (!ck) return NULL;

@@ -59,6 +59,16 @@ typedef enum { CKPT_MODEL, CKPT_EMA } CkptWhich;
 /* Loads every parameter and buffer of m from model.* or ema.*; a missing or
  * mis-shaped tensor is an error listing them (m unchanged then). */
 int ckpt_load_weights(const Checkpoint *ck, Model *m, CkptWhich which);
+/* The model of a checkpoint or weights file with its weights: built by
+ * ckpt_build_model (so with the checkpoint's nc: a run on a data set whose
+ * class count is not the YAML's nc saves such a checkpoint), then loaded from
+ * ema.* when prefer_ema and the file has them, else from model.*; *used_ema
+ * (may be NULL) tells which. The loader of the commands that read a
+ * checkpoint's model to change or describe it (info, convert, prune,
+ * importance); val, detect and quantize use ckpt_load_eval_model, which builds
+ * the model the same way. */
+Model *ckpt_load_model(const Checkpoint *ck, const char *cfg_path, const ModelOptions *opt, bool prefer_ema,
+                       bool *used_ema);
 /* The official intersect_dicts: copies the model.* tensors whose name and
  * shape match a tensor of m, leaves the others; *transferred / *total count. */
 int ckpt_transfer(const Checkpoint *ck, Model *m, int *transferred, int *total);
