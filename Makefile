@@ -1,7 +1,7 @@
 # gelan.c build. Sources are found by folder, so adding a file needs no edit here:
 #   tensor/ autograd/ nn/ optim/ train/  -> build/libgelan.a
 #   infer/ (+ the BLAS-free parts of tensor/) -> build/libgelaninfer.a
-#   cli/*.c                              -> build/gelan
+#   cli/*.c (+ infer/cli/ but its main)  -> build/gelan
 #   infer/cli/*.c                        -> build/gelan-infer
 #   tests/test_*.c (one CUnit suite each) -> build/test_runner
 #   bench/*.c (one program each)         -> build/bench_*
@@ -45,8 +45,10 @@ $(B)/libgelaninfer.a: $(call obj,$(INFER_SRC))
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/gelan: $(call obj,$(CLI_SRC)) $(B)/libgelan.a $(B)/libgelaninfer.a
-	$(CC) $(CFLAGS) -o $@ $(call obj,$(CLI_SRC)) $(B)/libgelan.a $(B)/libgelaninfer.a $(LDLIBS)
+# gelan bench and gelan detect --model run gelan-infer's code: every infer/cli/ file but its main
+GELAN_OBJ := $(call obj,$(CLI_SRC) $(filter-out infer/cli/main.c,$(ICLI_SRC)))
+$(B)/gelan: $(GELAN_OBJ) $(B)/libgelan.a $(B)/libgelaninfer.a
+	$(CC) $(CFLAGS) -o $@ $(GELAN_OBJ) $(B)/libgelan.a $(B)/libgelaninfer.a $(LDLIBS)
 
 $(B)/gelan-infer: $(call obj,$(ICLI_SRC)) $(B)/libgelaninfer.a
 	$(CC) $(CFLAGS) -o $@ $(call obj,$(ICLI_SRC)) $(B)/libgelaninfer.a -lm -pthread

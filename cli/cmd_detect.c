@@ -1,7 +1,9 @@
 /* gelan detect: boxes on images with a checkpoint's (EMA) weights, as the
  * official detect.py: letterbox to --img with stride padding, the main head,
  * NMS (conf 0.25, IoU 0.45, best class per box, at most 1000), boxes back to
- * the original pixels; one line per box and annotated images. */
+ * the original pixels; one line per box and annotated images. With --model
+ * instead, an inference model (gelan convert) on the standalone runtime: what
+ * gelan-infer detect does, by the same code (infer/cli/detect.c). */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -12,6 +14,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "infer/cli/tools.h"
 #include "tensor/blas.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
@@ -21,8 +24,8 @@
 #include "train/validate.h"
 
 static const char *USAGE =
-    "gelan detect --weights CKPT [--cfg CFG] --source FILE|DIR|--data D [--count N] [--out DIR --conf 0.25 "
-    "--iou 0.45 --img 640 --max-det 1000]";
+    "gelan detect --weights CKPT [--cfg CFG] (--source FILE|DIR | --data D [--count N]) [options]\n"
+    "       gelan detect --model M --source FILE|DIR [options]   (an inference model, as gelan-infer detect)";
 
 static bool is_image(const char *name) {
     const char *dot = strrchr(name, '.');
@@ -115,12 +118,21 @@ static int detect_one(Model *m, Tape *t, const Image *im, int img, int stride, c
     return rc;
 }
 
+/* --model: the inference model on the runtime, printing what gelan-infer detect prints. */
+static int detect_with_model(const char *model, const InferDetectOptions *o, int threads) {
+    if (pool_init(threads)) return cli_fail("detect");
+    int rc = infer_detect_run("gelan detect", model, o);
+    pool_shutdown();
+    return rc;
+}
+
 int cmd_detect(int argc, char **argv) {
-    const char *weights = NULL, *cfg = NULL, *source = NULL, *data = NULL, *out = "runs/detect";
-    int img = 640, max_det = 1000, threads = 0, count = 8;
+    const char *weights = NULL, *model = NULL, *cfg = NULL, *source = NULL, *data = NULL, *out = "runs/detect";
+    int img = 640, max_det = 1000, threads = 0, count = -1; /* -1: not given */
     float conf = 0.25f, iou = 0.45f;
     ArgSpec specs[] = {
         {"--weights", ARG_STR, &weights, "CKPT: checkpoint or weights (the EMA weights are used when present)"},
+        {"--model", ARG_STR, &model, "M: instead of --weights, an inference model (gelan convert's output)"},
         {"--cfg", ARG_STR, &cfg, "CFG: model YAML for weights that carry none"},
         {"--source", ARG_STR, &source, "FILE|DIR: an image or a directory of images"},
         {"--data", ARG_STR, &data, "D: instead of --source, the first --count images of a data set's val split"},
@@ -135,11 +147,19 @@ int cmd_detect(int argc, char **argv) {
     int nspecs = (int)(sizeof specs / sizeof specs[0]);
     int rc = args_parse(argc, argv, USAGE, specs, nspecs, NULL, 0, NULL);
     if (rc) return rc == 1 ? 0 : rc;
+    InferDetectOptions mo = {.source = source, .out = out, .conf = conf, .iou = iou, .img = img, .max_det = max_det};
     const char *why = NULL;
-    if (!weights || !source == !data)
-        why = "--weights and one of --source and --data are required";
-    else if (img < 32 || max_det < 1 || threads < 0 || count < 1)
-        why = "bad --img, --max-det, --threads or --count";
+    if (!weights == !model)
+        why = "one of --weights and --model is required";
+    else if (threads < 0)
+        why = "--threads must be >= 0";
+    else if (model)
+        why = cfg || data || count != -1 ? "--cfg, --data and --count go with --weights; --model takes --source"
+                                         : infer_detect_check(&mo);
+    else if (!source == !data)
+        why = "--weights needs one of --source and --data";
+    else if (img < 32 || max_det < 1 || count == 0 || count < -1)
+        why = "bad --img, --max-det or --count";
     else if (!(conf >= 0 && conf < 1) || !(iou > 0 && iou <= 1))
         why = "--conf must be in [0, 1), --iou in (0, 1]";
     if (why) {
@@ -147,6 +167,8 @@ int cmd_detect(int argc, char **argv) {
         args_usage(USAGE, specs, nspecs, false);
         return 2;
     }
+    if (model) return detect_with_model(model, &mo, threads);
+    if (count == -1) count = 8;
     pool_init(threads);
     blas_set_threads(pool_threads());
     int nsrc = 0, nnames = 0;

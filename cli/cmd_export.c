@@ -1,7 +1,9 @@
 /* gelan export --model M | --weights CKPT [--cfg CFG] [--no-ema] --out F.onnx [--img N]:
  * the fused inference model as ONNX (export/onnx_export.h, docs/ONNX.md). A
  * checkpoint is converted in memory first, as `gelan convert` does
- * (nn/convert.h): main branch only, BN folded, RepConvN merged. */
+ * (nn/convert.h): main branch only, BN folded, RepConvN merged; a quantized
+ * one (qat.* state, from QAT or `gelan quantize`) becomes the int8 model, its
+ * quantized convs exported as QDQ. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@
 #include "train/checkpoint.h" /* first: see its note on nn/model.h */
 #include "export/onnx_export.h"
 #include "nn/convert.h"
+#include "nn/quant.h"
 #include "tensor/error.h"
 
 static const char *USAGE = "gelan export --model M | --weights CKPT [--cfg CFG] [--no-ema] --out F.onnx [--img N]";
@@ -39,30 +42,39 @@ static const char *with_commas(size_t v, char *buf, size_t len) {
     return buf;
 }
 
-/* The checkpoint's main branch, fused, as an inference graph, exported. */
+static int read_ckpt_tensor(void *ctx, const char *name, Tensor *dst) { return ckpt_read_tensor(ctx, name, dst); }
+
+/* The checkpoint's main branch, fused (int8 where it is quantized), as an inference graph, exported. */
 static int export_checkpoint(const char *weights, const char *cfg, bool no_ema, const OnnxExportOptions *opt,
                              const char *out, OnnxExportInfo *info) {
     Checkpoint *ck = ckpt_open(weights);
     if (!ck) return -1;
     Model *src = ckpt_build_model(ck, cfg, NULL), *single = NULL;
     InferGraph g = {0};
-    char *default_names = NULL;
+    char *default_names = NULL, *yaml = NULL;
+    int *old_of = NULL, nlayers = 0, nquant = 0;
     bool use_ema = ckpt_has_ema(ck) && !no_ema; /* the official export takes ckpt['ema'] when present */
     int rc = src ? ckpt_load_weights(ck, src, use_ema ? CKPT_EMA : CKPT_MODEL) : -1;
     const char *names = ckpt_meta(ck, "names");
     if (!rc && !names) rc = (names = default_names = convert_default_names(src->nc)) ? 0 : -1;
+    if (!rc) rc = (yaml = convert_single_yaml(src, &old_of, &nlayers)) ? 0 : -1;
     if (!rc) rc = (single = convert_single_branch(src, weights)) ? 0 : -1;
-    if (!rc) rc = model_fuse(single);
+    /* as `gelan convert`: the source's quantized convs stay quantized, folded with the fake quant's arithmetic */
+    if (!rc) rc = convert_qat_enable(single, src, old_of, nlayers, read_ckpt_tensor, ck, &nquant);
+    if (!rc) rc = nquant ? model_qat_fold(single) : model_fuse(single);
     if (!rc) rc = convert_graph(single, &g);
     if (!rc) {
-        printf("%s (%s weights): %d layers, %d head%s -> fused single branch, %d graph nodes\n", weights,
-               use_ema ? "ema" : "model", src->nlayers, src->head.nheads, src->head.nheads > 1 ? "s" : "", g.nnodes);
+        printf("%s (%s weights): %d layers, %d head%s -> fused single branch%s, %d graph nodes\n", weights,
+               use_ema ? "ema" : "model", src->nlayers, src->head.nheads, src->head.nheads > 1 ? "s" : "",
+               nquant ? " (int8: qat.* state)" : "", g.nnodes);
         rc = onnx_export_graph(g.text, names, graph_lookup, &g, opt, out, info);
     }
     convert_graph_free(&g);
     model_free(single);
     model_free(src);
     free(default_names);
+    free(yaml);
+    free(old_of);
     ckpt_close(ck);
     return rc;
 }
@@ -72,8 +84,10 @@ int cmd_export(int argc, char **argv) {
     bool no_ema = false;
     int img = 0;
     ArgSpec specs[] = {
-        {"--model", ARG_STR, &model, "M: inference model (gelan convert output, format gelan-infer/1)"},
-        {"--weights", ARG_STR, &weights, "CKPT: training checkpoint or weights file instead, converted first"},
+        {"--model", ARG_STR, &model,
+         "M: inference model (gelan convert output, format gelan-infer/1; int8 qconv nodes become QDQ)"},
+        {"--weights", ARG_STR, &weights,
+         "CKPT: training checkpoint or weights file instead, converted first (qat.* state: int8, QDQ)"},
         {"--cfg", ARG_STR, &cfg, "CFG: model YAML for --weights without `cfg` metadata"},
         {"--no-ema", ARG_FLAG, &no_ema, "with --weights: the model.* weights even when the file has ema.*"},
         {"--out", ARG_STR, &out, "F.onnx: output (written atomically)"},
@@ -112,5 +126,10 @@ int cmd_export(int argc, char **argv) {
     printf("input: input [batch, %d, %s] float32; output: %s", info.input_channels, size, info.output);
     if (info.nc >= 0) printf(" [batch, %d, anchors]", 4 + info.nc);
     printf("\n");
+    if (info.qconvs)
+        printf(
+            "int8: %d convs as QDQ (QuantizeLinear/DequantizeLinear uint8 per tensor on the input, "
+            "DequantizeLinear int8 per channel on the weight)\n",
+            info.qconvs);
     return 0;
 }

@@ -22,5 +22,6 @@ int cmd_inspect(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_importance(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

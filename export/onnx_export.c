@@ -27,8 +27,17 @@ typedef Onnx__TensorProto TensorProto;
 #define MAX_ATTRS 6 /* Conv has the most: kernel_shape, strides, pads, dilations, group */
 #define F32 ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT
 #define I64 ONNX__TENSOR_PROTO__DATA_TYPE__INT64
+#define I8 ONNX__TENSOR_PROTO__DATA_TYPE__INT8
+#define U8 ONNX__TENSOR_PROTO__DATA_TYPE__UINT8
 
 /* ---- the model under construction ------------------------------------------------ */
+typedef struct { /* one QuantizeLinear/DequantizeLinear pair: value quantized with sx, zp */
+    int value;
+    float sx;
+    int zp;
+    const char *dq; /* the dequantized value's name */
+} Quantizer;
+
 typedef struct {
     void **mem; /* every allocation, freed by ex_free */
     size_t nmem, capmem;
@@ -38,8 +47,11 @@ typedef struct {
     size_t ninits, capinits;
     int oom; /* sticky: an allocation failed (helpers then do nothing; nothing is written) */
     const Graph *g;
-    const char *doc; /* the graph line being exported: doc_string of its nodes */
-    size_t params;   /* float values of the weights */
+    const char *doc;  /* the graph line being exported: doc_string of its nodes */
+    size_t params;    /* values of the weights (int8 codes and biases included, scales not) */
+    int qconvs;       /* qconv nodes written as QDQ */
+    Quantizer *quant; /* the QuantizeLinear/DequantizeLinear pairs written */
+    size_t nquant, capquant;
     InferLookup lookup;
     void *ctx;
 } Ex;
@@ -73,6 +85,7 @@ static void ex_free(Ex *ex) {
     free(ex->mem);
     free(ex->nodes);
     free(ex->inits);
+    free(ex->quant);
 }
 
 static char *ex_fmt(Ex *ex, const char *fmt, ...) GELAN_PRINTF(2, 3);
@@ -191,11 +204,16 @@ static const char *add_init(Ex *ex, const char *name, int32_t dtype, int ndim, c
     return name;
 }
 
+static const char *dtype_name(int32_t dtype) {
+    return dtype == F32 ? "f32" : dtype == I64 ? "i64" : dtype == I8 ? "i8" : "u8";
+}
+static size_t dtype_size(int32_t dtype) { return dtype == F32 ? 4 : dtype == I64 ? 8 : 1; }
+
 /* A small constant, named after its type, shape and values (so equal constants
  * are one initializer, and a viewer shows what they are). ndim 0 is a scalar. */
 static const char *constant(Ex *ex, int32_t dtype, int ndim, const int64_t *dims, const void *vals) {
     char name[512];
-    size_t n = 1, len = (size_t)snprintf(name, sizeof name, "const/%s[", dtype == F32 ? "f32" : "i64");
+    size_t n = 1, len = (size_t)snprintf(name, sizeof name, "const/%s[", dtype_name(dtype));
     for (int d = 0; d < ndim; d++) {
         n *= (size_t)dims[d];
         len += (size_t)snprintf(name + len, sizeof name - len, d ? "x%lld" : "%lld", (long long)dims[d]);
@@ -205,11 +223,15 @@ static const char *constant(Ex *ex, int32_t dtype, int ndim, const int64_t *dims
         const char *sep = i ? "," : ":";
         if (dtype == F32)
             len += (size_t)snprintf(name + len, sizeof name - len, "%s%.9g", sep, ((const float *)vals)[i]);
-        else
+        else if (dtype == I64)
             len +=
                 (size_t)snprintf(name + len, sizeof name - len, "%s%lld", sep, (long long)((const int64_t *)vals)[i]);
+        else if (dtype == I8)
+            len += (size_t)snprintf(name + len, sizeof name - len, "%s%d", sep, ((const int8_t *)vals)[i]);
+        else
+            len += (size_t)snprintf(name + len, sizeof name - len, "%s%d", sep, ((const uint8_t *)vals)[i]);
     }
-    size_t nbytes = n * (dtype == F32 ? 4 : 8);
+    size_t nbytes = n * dtype_size(dtype);
     if (len >= sizeof name) /* too many values for a readable name (e.g. a 64-way split): a unique one */
         return add_init(ex, ex_fmt(ex, "const/%zu", ex->ninits), dtype, ndim, dims, vals, nbytes, 1);
     TensorProto *t = find_init(ex, name);
@@ -225,8 +247,11 @@ static const char *i64_scalar(Ex *ex, int64_t v) { return constant(ex, I64, 0, N
 static const char *f32_scalar(Ex *ex, float v) { return constant(ex, F32, 0, NULL, &v); }
 
 /* A weight of the graph, added once. It keeps its name, unless a value of the
- * graph has that name (values and tensors share one namespace in ONNX). */
-static const char *weight(Ex *ex, const char *name, int line) {
+ * graph has that name (values and tensors share one namespace in ONNX).
+ * dtype F32: the data is referenced; I8: the lookup's floats are int8 codes
+ * (the runtime checked them at load) and are stored as such. A weight counts
+ * towards ex->params unless it is a scale (count 0). */
+static const char *weight(Ex *ex, const char *name, int line, int32_t dtype, int count) {
     const char *oname = name;
     for (int i = 0; i < ex->g->nvalues; i++)
         if (!strcmp(ex->g->values[i].name, name)) oname = ex_fmt(ex, "weight/%s", name);
@@ -241,17 +266,20 @@ static const char *weight(Ex *ex, const char *name, int line) {
     int64_t dims[8];
     size_t n = 1;
     for (int d = 0; d < w.ndim; d++) dims[d] = w.shape[d], n *= (size_t)w.shape[d];
-    ex->params += n;
-    return add_init(ex, oname, F32, w.ndim, dims, w.data, n * sizeof(float), 0);
+    if (count) ex->params += n;
+    if (dtype == F32) return add_init(ex, oname, F32, w.ndim, dims, w.data, n * sizeof(float), 0);
+    int8_t *codes = ex_alloc(ex, n);
+    if (!codes) return NULL;
+    for (size_t i = 0; i < n; i++) codes[i] = (int8_t)w.data[i];
+    return add_init(ex, oname, I8, w.ndim, dims, codes, n, 0); /* codes live in ex's memory */
 }
 
 /* ---- ops ------------------------------------------------------------------------ */
 #define VAL(id) (ex->g->values[(id)].name)
 
-static int export_conv(Ex *ex, const GraphNode *n) {
-    const char *x = VAL(n->in[0]), *y = VAL(n->out[0]);
-    const char *w = weight(ex, n->w, n->line), *b = n->b ? weight(ex, n->b, n->line) : NULL;
-    if (!w || (n->b && !b)) return -1;
+/* y = act(Conv(x, w, b)) for a conv or qconv node n */
+static int conv_act(Ex *ex, const GraphNode *n, const char *x, const char *w, const char *b) {
+    const char *y = VAL(n->out[0]);
     const char *conv = n->act == ACT_NONE ? y : ex_fmt(ex, "%s/conv", y);
     const char *in[3] = {x, w, b};
     Node *c = ex_node(ex, "Conv", in, b ? 3 : 2, &conv, 1);
@@ -280,6 +308,54 @@ static int export_conv(Ex *ex, const GraphNode *n) {
                                n->text);
     }
     return 0;
+}
+
+static int export_conv(Ex *ex, const GraphNode *n) {
+    const char *w = weight(ex, n->w, n->line, F32, 1), *b = n->b ? weight(ex, n->b, n->line, F32, 1) : NULL;
+    if (!w || (n->b && !b)) return -1;
+    return conv_act(ex, n, VAL(n->in[0]), w, b);
+}
+
+/* DequantizeLinear(QuantizeLinear(x, sx, zp), sx, zp): the real values of x's uint8 codes.
+ * Convs that read one value with the same quantizer (e.g. the box and class branches of a
+ * detect level) share one pair, as quantization tools write it; it is named after the first. */
+static const char *quantized_input(Ex *ex, const GraphNode *n) {
+    for (size_t i = 0; i < ex->nquant; i++)
+        if (ex->quant[i].value == n->in[0] && ex->quant[i].sx == n->sx && ex->quant[i].zp == n->zp)
+            return ex->quant[i].dq;
+    Quantizer *q = grown(ex->quant, &ex->capquant, ex->nquant + 1, sizeof *q);
+    if (!q) {
+        ex->oom = 1;
+        return NULL;
+    }
+    ex->quant = q;
+    uint8_t zp = (uint8_t)n->zp;
+    const char *y = VAL(n->out[0]), *sx = f32_scalar(ex, n->sx), *zpn = constant(ex, U8, 0, NULL, &zp);
+    const char *xq = ex_fmt(ex, "%s/x_q", y), *xdq = ex_fmt(ex, "%s/x_dq", y);
+    const char *q_in[3] = {VAL(n->in[0]), sx, zpn}, *dq_in[3] = {xq, sx, zpn};
+    ex_node(ex, "QuantizeLinear", q_in, 3, &xq, 1);
+    ex_node(ex, "DequantizeLinear", dq_in, 3, &xdq, 1);
+    ex->quant[ex->nquant++] = (Quantizer){n->in[0], n->sx, n->zp, xdq};
+    return xdq;
+}
+
+/* The int8 conv of infer/qconv.h in QDQ form (docs/ONNX.md, "int8 models"):
+ *   x_dq = DequantizeLinear(QuantizeLinear(x, sx, zp), sx, zp)     uint8 codes, per tensor
+ *   w_dq = DequantizeLinear(w_q, ws, axis=0)                       int8 codes, per output channel
+ *   y    = act(Conv(x_dq, w_dq, b))                                fp32 bias, fp32 output
+ * which is the runtime's act(acc * (sx * ws[c]) + b[c]) with acc = sum w_q (x_q - zp): the
+ * dequantized operands are the codes times their scales, and Conv's zero padding is the real
+ * value of the code zp, as the runtime pads. QuantizeLinear rounds half to even and saturates
+ * to [0, 255] as the runtime does; it divides by sx where the runtime multiplies by 1/sx. */
+static int export_qconv(Ex *ex, const GraphNode *n) {
+    const char *w = weight(ex, n->w, n->line, I8, 1), *ws = weight(ex, n->ws, n->line, F32, 0);
+    const char *b = n->b ? weight(ex, n->b, n->line, F32, 1) : NULL;
+    if (!w || !ws || (n->b && !b)) return -1;
+    const char *xdq = quantized_input(ex, n), *wdq = ex_fmt(ex, "%s/w_dq", VAL(n->out[0]));
+    const char *wdq_in[2] = {w, ws};
+    attr_int(ex, ex_node(ex, "DequantizeLinear", wdq_in, 2, &wdq, 1), "axis", 0);
+    ex->qconvs++;
+    return conv_act(ex, n, xdq, wdq, b);
 }
 
 static int export_pool(Ex *ex, const GraphNode *n) {
@@ -422,6 +498,8 @@ static int export_node(Ex *ex, const GraphNode *n) {
     switch (n->op) {
         case OP_CONV:
             return export_conv(ex, n);
+        case OP_QCONV:
+            return export_qconv(ex, n);
         case OP_MAXPOOL:
         case OP_AVGPOOL:
             return export_pool(ex, n);
@@ -436,7 +514,7 @@ static int export_node(Ex *ex, const GraphNode *n) {
             return 0;
         case OP_DETECT:
             return export_detect(ex, n);
-        default: /* an op the runtime has and this exporter does not (yet) */
+        default: /* an op the runtime has and this exporter does not: none today, a guard for new ones */
             return gelan_error("export: graph line %d: op '%s' has no ONNX form (%s)", n->line, graph_op_name(n->op),
                                n->text);
     }
@@ -664,6 +742,7 @@ int onnx_export_graph(const char *graph, const char *names_json, InferLookup loo
                                      .onnx_nodes = (int)ex.nnodes,
                                      .initializers = (int)ex.ninits,
                                      .params = ex.params,
+                                     .qconvs = ex.qconvs,
                                      .bytes = bytes,
                                      .input_channels = C,
                                      .nc = nc};

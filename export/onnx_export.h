@@ -11,6 +11,15 @@
  * height and width are dynamic (or height and width fixed by the options).
  * Class names and strides go to metadata_props; docs/ONNX.md has the details.
  *
+ * int8 models: a `qconv` becomes QDQ, the form ONNX Runtime and TensorRT
+ * quantize from: QuantizeLinear + DequantizeLinear of its input (uint8, the
+ * node's sx and zp, per tensor), DequantizeLinear (axis 0) of its int8 weight
+ * codes with the per-channel scales ws, then Conv with the fp32 bias and the
+ * activation as above: the runtime's int8 arithmetic, which ONNX Runtime
+ * evaluates in float. The two agree bit for bit where float is exact, and
+ * otherwise up to the codes that float rounding flips, which stays within the
+ * model's own quantization error (docs/ONNX.md, "int8 models").
+ *
  * The graph is first loaded by the runtime (infer_model_build), so only a
  * model the runtime accepts is exported. An op without an ONNX form is refused
  * naming the op and graph line. The file is written to a temporary next to
@@ -39,11 +48,12 @@ typedef struct {
     int graph_nodes;  /* lines of the gelan graph */
     int onnx_nodes;   /* nodes of the ONNX graph */
     int initializers; /* weights and constants */
-    size_t params;    /* float values of the weights */
+    size_t params;    /* values of the weights (int8 codes and biases included, their scales not) */
     size_t bytes;     /* size of the file */
     int input_channels;
     int nc;           /* classes of the detect node, -1 without one */
     char output[256]; /* the output's name ("pred" for detection models) */
+    int qconvs;       /* int8 convs written as QDQ (0 for a float model) */
 } OnnxExportInfo;
 
 /* Exports graph text + class names (JSON list, may be NULL) + weights (by

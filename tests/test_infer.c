@@ -7,6 +7,7 @@
 
 #include "tests/testutil.h"
 #endif
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -330,6 +331,86 @@ static void test_it_output_view(void) {
     it_free(&W);
 }
 
+/* ---- pooling, bit for bit ------------------------------------------------------------ */
+/* The runtime's pools by their definition, one output at a time: the taps in row-major
+ * order, those outside the input skipped; the max starts from -FLT_MAX and keeps the
+ * first of equal values, the sum starts from +0 and is divided by PyTorch's count (with
+ * count_include_pad the taps inside the padded input, else those inside the input). */
+static float it_pool_def(const float *x, int h, int w, int oy, int ox, int k, int s, int p, int is_max, int cip) {
+    float acc = is_max ? -FLT_MAX : 0.f;
+    int count = 0;
+    for (int ky = 0; ky < k; ky++)
+        for (int kx = 0; kx < k; kx++) {
+            int iy = oy * s - p + ky, ix = ox * s - p + kx;
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w) {
+                count += cip && iy < h + p && ix < w + p;
+                continue;
+            }
+            float v = x[(size_t)iy * w + ix];
+            acc = is_max ? (v > acc ? v : acc) : acc + v;
+            count++;
+        }
+    return is_max ? acc : acc / (float)count;
+}
+
+static int it_same_bits(float a, float b) { return (isnan(a) && isnan(b)) || !memcmp(&a, &b, sizeof a); }
+
+/* maxpool_run / avgpool_run against it_pool_def, every bit: odd sizes, a row wide enough
+ * to be cut in tiles, windows past the fast path's largest, every k/s/p the configs use
+ * and their neighbours, both divisors; the input a channel slice of a larger map and the
+ * output written into one (the neighbouring channels stay untouched); the values include
+ * +0, -0 and infinities (and NaN for the max), where the order of the taps shows. */
+static void test_it_pools_exact(void) {
+    static const int sizes[][2] = {{7, 9}, {13, 5}, {20, 20}, {1, 1}, {2, 3}, {3, 2500}};
+    static const int win[][3] = {{2, 1, 0}, {2, 2, 0}, {2, 1, 1}, {3, 1, 1}, {3, 2, 1}, {3, 2, 0},  {3, 3, 1},
+                                 {5, 1, 2}, {5, 2, 2}, {5, 1, 0}, {4, 3, 2}, {7, 1, 3}, {17, 1, 8}, {18, 2, 0}};
+    const int n = 2, c = 3, cin = 5, cout = 4, c0 = 1; /* channels c0 .. c0+c-1 of cin / cout */
+    int bad = 0, checked = 0;
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        int h = sizes[si][0], w = sizes[si][1];
+        size_t hw = (size_t)h * w;
+        float *x = malloc(sizeof(float) * n * cin * hw);
+        for (size_t i = 0; i < n * cin * hw; i++) x[i] = it_rand();
+        for (int is_max = 0; is_max < 2; is_max++) {
+            static const float special[] = {0.f, -0.f, INFINITY, -INFINITY, NAN};
+            int nspecial = is_max ? 5 : 2; /* NaN payloads are not compared, infinities make NaN in a sum */
+            for (size_t i = 0; i < n * cin * hw; i += 3) x[i] = special[(i / 3) % nspecial];
+            for (size_t wi = 0; wi < sizeof win / sizeof *win; wi++) {
+                int k = win[wi][0], s = win[wi][1], p = win[wi][2];
+                int oh = conv_out_size(h, k, s, p, 1), ow = conv_out_size(w, k, s, p, 1);
+                if (oh <= 0 || ow <= 0) continue;
+                size_t ohw = (size_t)oh * ow, on = (size_t)n * cout * ohw;
+                float *y = malloc(sizeof(float) * on);
+                for (int cip = 0; cip < 2 - is_max; cip++) {
+                    for (size_t i = 0; i < on; i++) y[i] = 12345.f;
+                    Map in = {x + c0 * hw, n, c, h, w, cin * hw}, out = {y + c0 * ohw, n, c, oh, ow, cout * ohw};
+                    if (is_max)
+                        maxpool_run(&in, &out, k, s, p);
+                    else
+                        avgpool_run(&in, &out, k, s, p, cip);
+                    for (int b = 0; b < n; b++)
+                        for (int ch = 0; ch < cout; ch++)
+                            for (size_t i = 0; i < ohw; i++) {
+                                float got = y[((size_t)b * cout + ch) * ohw + i], want = 12345.f;
+                                if (ch >= c0 && ch < c0 + c)
+                                    want = it_pool_def(x + ((size_t)b * cin + ch) * hw, h, w, (int)(i / ow),
+                                                       (int)(i % ow), k, s, p, is_max, cip);
+                                if (!it_same_bits(got, want) && bad++ < 5)
+                                    printf("\n  %s k=%d s=%d p=%d%s %dx%d: image %d channel %d output %zu: %g, want %g",
+                                           is_max ? "maxpool" : "avgpool", k, s, p, cip ? " count_include_pad" : "", h,
+                                           w, b, ch, i, got, want);
+                                checked++;
+                            }
+                }
+                free(y);
+            }
+        }
+        free(x);
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT(checked > 100000);
+}
+
 /* ---- model file ---------------------------------------------------------------------- */
 static int it_write_model(const char *path, ItWeights *W, const char *format, const char *graph, const char *names) {
     StWriter *w = st_writer_new();
@@ -581,6 +662,7 @@ static const InferTestCase infer_cases[] = {
     {"graph parse and load errors name the line", test_it_graph_errors},
     {"size-dependent errors at run time", test_it_run_errors},
     {"hand-written graph end to end vs reference ops", test_it_graph_end_to_end},
+    {"max and avg pooling bit for bit against their definition", test_it_pools_exact},
     {"output that is a view comes back contiguous", test_it_output_view},
     {"model file: load, run, metadata errors", test_it_model_file},
     {"detect: DFL decode on a hand-computed case", test_it_detect_decode},

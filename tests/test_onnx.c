@@ -5,10 +5,17 @@
  * a hand-written graph with every op and key the exporter maps, the
  * converted golden yolov9-t_64_warm (also against the official reparam.pred,
  * and at a second input size from the same file: dynamic shapes), and a
- * gelan-c with random weights at 640; the command line; and refusals (an
- * unknown op, int8 `qconv`, which the runtime runs and the exporter has no
- * ONNX form for yet, a file that is not an inference model), which leave the
- * output path untouched.
+ * gelan-c with random weights at 640. int8 (`qconv` nodes, exported as QDQ):
+ * a hand-written graph whose scales are powers of two, so that ORT's float
+ * arithmetic is exact and must give the runtime's bits (rounding ties,
+ * saturation at both ends, zero points 0/100/128/255, padding, stride,
+ * dilation, groups, a shared quantizer); and a PTQ-quantized gelan-t, whose
+ * ORT output must be closer to the runtime's int8 output than that is to the
+ * fp32 model (the reasoning at test_int8_model). The command line (float and
+ * int8: `gelan quantize` of the golden yolov9-t, then export from the
+ * quantized checkpoint and from its converted model); and refusals (an
+ * unknown op, a file that is not an inference model), which leave the
+ * output path as it was.
  *
  * ONNX Runtime comes from `npm install --ignore-scripts` at the repository
  * root (.ci/run does it); without node_modules/onnxruntime-node the ORT
@@ -22,10 +29,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "autograd/tape.h"
 #include "export/onnx_export.h"
 #include "infer/infer.h"
+#include "nn/calibrate.h"
 #include "nn/convert.h"
 #include "nn/model.h"
+#include "nn/blocks.h" /* BN_MOMENTUM */
+#include "nn/quant.h"
 #include "tensor/error.h"
 #include "tensor/rng.h"
 #include "tensor/safetensors.h"
@@ -37,9 +48,9 @@
 static char tmpdir[64];
 
 static const char *tmp_path(const char *name) {
-    static char bufs[8][256];
+    static char bufs[16][256]; /* a test holds up to 16 paths at once */
     static int next;
-    char *b = bufs[next++ & 7];
+    char *b = bufs[next++ & 15];
     snprintf(b, 256, "%s/%s", tmpdir, name);
     return b;
 }
@@ -80,13 +91,23 @@ static int ort_available(void) {
     return avail;
 }
 
-/* onnx.checker.check_model with full shape inference; the summary line is printed */
-static int onnx_check(const char *path) {
-    char cmd[1024], out[4096];
+/* onnx.checker.check_model with full shape inference (and, for QDQ models, the form of every
+ * quantized conv); its output in out (may be NULL) */
+static int onnx_check_out(const char *path, char *out, size_t len) {
+    char cmd[1024], buf[4096];
+    if (!out) out = buf, len = sizeof buf;
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 tools/onnx_check.py %s", path);
-    int rc = run(cmd, out, sizeof out);
+    int rc = run(cmd, out, len);
     if (rc != 0) fprintf(stderr, "\n  onnx_check failed (%d):\n%s", rc, out);
     return rc;
+}
+static int onnx_check(const char *path) { return onnx_check_out(path, NULL, 0); }
+
+/* The checker's QDQ line: int8 convs, all convs, QuantizeLinear nodes; -1s without one. */
+static void qdq_counts(const char *out, int *int8, int *convs, int *quantizers) {
+    const char *p = strstr(out, "qdq: ");
+    *int8 = *convs = *quantizers = -1;
+    if (p) sscanf(p, "qdq: %d int8 Conv of %d (input: uint8 per tensor, %d QuantizeLinear", int8, convs, quantizers);
 }
 
 static int save_input(const char *path, const float *x, int n, int c, int h, int w) {
@@ -330,6 +351,362 @@ static void test_gelan_c_640(void) {
     unlink(onnx);
 }
 
+/* ---- int8: the arithmetic, exactly --------------------------------------------------- */
+/* qconv nodes whose every scale is a power of two: then x * (1/sx) (the runtime) and x / sx
+ * (QuantizeLinear) are the same exact number, every dequantized value and product is exact, and
+ * every partial sum fits the 24-bit float mantissa (conv b, the widest: |sums| < 18 taps x 16 x 1
+ * < 2^9 in steps of 2^-4 x 2^-10; a: < 2^8 in steps of 2^-15), so ORT's float Conv over the
+ * dequantized codes computes the runtime's int32 accumulator times its scale exactly, in any
+ * order, and the bias add is exact too. What is left to differ is the semantics, and the test pins it down bit for
+ * bit: round half to even (the input holds exact ties of every quantizer), saturation to [0, 255]
+ * (values beyond both ends), the zero points 0, 100, 128 and 255, zero padding as the code zp (the
+ * real value 0), per-channel weight scales on axis 0, groups, a depthwise conv with dilation, a
+ * stride, fp32 bias and none, relu and leakyrelu (alpha 1/8, exact). The last two convs read the
+ * first one's output with one quantizer (shared in the ONNX graph); the SiLU one is the only node
+ * whose output is not bit-exact (ORT's sigmoid and the runtime's differ by float rounding). */
+static const char *QGRAPH =
+    "qconv a input c=8 k=3 s=1 p=1 g=1 act=none w=wa ws=sa b=ba sx=0.03125 zp=100\n"
+    "qconv b input c=8 k=3 s=2 p=1 g=2 act=relu w=wb ws=sb b=bb sx=0.0625 zp=0\n"
+    "qconv c input c=4 k=3 s=1 p=2 d=2 g=4 act=leakyrelu alpha=0.125 w=wc ws=sc b=bc sx=0.015625 zp=255\n"
+    "qconv d a c=8 k=1 act=none w=wd ws=sd b=bd sx=0.125 zp=128\n"
+    "qconv e a c=8 k=1 act=silu w=we ws=sd sx=0.125 zp=128\n" /* no bias */
+    "upsample bu b scale=2\n"
+    "concat pred a,bu,c,d,e\n"; /* [N, 36, 8, 8]: e is channels 28..35 */
+
+enum { QC = 4, QH = 8, QW = 8, QOUT = 36, QSILU = 28 };
+
+static OpsWeight QW_[] = {
+    {"wa", 4, {8, 4, 3, 3}, NULL}, {"sa", 1, {8}, NULL}, {"ba", 1, {8}, NULL},
+    {"wb", 4, {8, 2, 3, 3}, NULL}, {"sb", 1, {8}, NULL}, {"bb", 1, {8}, NULL},
+    {"wc", 4, {4, 1, 3, 3}, NULL}, {"sc", 1, {4}, NULL}, {"bc", 1, {4}, NULL},
+    {"wd", 4, {8, 8, 1, 1}, NULL}, {"sd", 1, {8}, NULL}, {"bd", 1, {8}, NULL},
+    {"we", 4, {8, 8, 1, 1}, NULL},
+};
+#define N_QW ((int)(sizeof QW_ / sizeof QW_[0]))
+
+static int q_lookup(void *ctx, const char *name, InferTensor *out) {
+    (void)ctx;
+    for (int i = 0; i < N_QW; i++) {
+        if (strcmp(QW_[i].name, name)) continue;
+        out->data = QW_[i].data;
+        out->ndim = QW_[i].ndim;
+        for (int d = 0; d < out->ndim; d++) out->shape[d] = QW_[i].shape[d];
+        return 0;
+    }
+    return -1;
+}
+
+/* How many of n inputs are exact rounding ties of x * inv (inv a power of two), and how many
+ * saturate below code 0 / above 255 with zero point zp. */
+static void tie_stats(const float *x, size_t n, float inv, int zp, int *ties, int *lo, int *hi) {
+    *ties = *lo = *hi = 0;
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i] * inv; /* exact */
+        *ties += v - floorf(v) == 0.5f;
+        *lo += nearbyintf(v) + zp < 0;
+        *hi += nearbyintf(v) + zp > 255;
+    }
+}
+
+static void test_qconv_exact(void) {
+    Rng r;
+    rng_seed(&r, 17);
+    for (int i = 0; i < N_QW; i++) {
+        size_t n = 1;
+        for (int d = 0; d < QW_[i].ndim; d++) n *= (size_t)QW_[i].shape[d];
+        float *v = QW_[i].data = malloc(n * sizeof(float));
+        for (size_t k = 0; k < n; k++) {
+            if (QW_[i].name[0] == 'w') /* codes: integers in [-127, 127] */
+                v[k] = (float)((int)rng_below(&r, 255) - 127);
+            else if (QW_[i].name[0] == 's') /* per-channel scales 2^-7 .. 2^-10: axis 0 matters */
+                v[k] = ldexpf(1.f, -7 - (int)(k % 4));
+            else /* biases: multiples of 2^-10 in [-2, 2) */
+                v[k] = ldexpf((float)((int)rng_below(&r, 4096) - 2048), -10);
+        }
+    }
+    /* the input: exact ties of each input quantizer (1/32, 1/16, 1/64) in turn, and dyadic values in
+       [-4.5, 17.25) that reach past both ends of every range (zp=0 has no lower end to pass, zp=255 no
+       upper one) */
+    const int N = 2;
+    size_t nx = (size_t)N * QC * QH * QW;
+    float *x = malloc(nx * sizeof *x);
+    const float tie_step[3] = {1.f / 32, 1.f / 16, 1.f / 64};
+    for (size_t i = 0; i < nx; i++) {
+        if (i % 4 < 3)
+            x[i] = ((float)((int)rng_below(&r, 400) - 200) + 0.5f) * tie_step[i % 4];
+        else
+            x[i] = ldexpf((float)((int)rng_below(&r, 5568) - 1152), -8);
+    }
+    const float inv[3] = {32.f, 16.f, 64.f};
+    const int zps[3] = {100, 0, 255};
+    for (int q = 0; q < 3; q++) { /* the test can tell the rounding and the clamping apart */
+        int ties, lo, hi;
+        tie_stats(x, nx, inv[q], zps[q], &ties, &lo, &hi);
+        CU_ASSERT(ties > 20);
+        if (zps[q] > 0) CU_ASSERT(lo > 0);
+        if (zps[q] < 255) CU_ASSERT(hi > 0);
+    }
+
+    const char *onnx = tmp_path("qconv.onnx");
+    OnnxExportInfo info;
+    char out[4096];
+    int int8 = 0, convs = 0, quantizers = 0;
+    CU_ASSERT_OK(onnx_export_graph(QGRAPH, NULL, q_lookup, NULL, NULL, onnx, &info));
+    CU_ASSERT_EQUAL(info.qconvs, 5);
+    CU_ASSERT_EQUAL(info.params, (size_t)(288 + 8 + 144 + 8 + 36 + 4 + 64 + 8 + 64)); /* codes and biases */
+    CU_ASSERT_EQUAL(onnx_check_out(onnx, out, sizeof out), 0);
+    qdq_counts(out, &int8, &convs, &quantizers);
+    CU_ASSERT_EQUAL(int8, 5);
+    CU_ASSERT_EQUAL(convs, 5);
+    CU_ASSERT_EQUAL(quantizers, 4); /* d and e share theirs */
+
+    InferModel *im = infer_model_build(QGRAPH, NULL, q_lookup, NULL);
+    CU_ASSERT_NONNULL_OK(im);
+    InferShape os;
+    const float *want = im ? infer_model_run(im, x, N, QC, QH, QW, &os) : NULL;
+    CU_ASSERT_NONNULL_OK(want);
+    size_t numel = 0, expect = (size_t)N * QOUT * QH * QW;
+    float *got = want && ort_available() ? ort_pred(onnx, x, N, QC, QH, QW, &numel) : NULL;
+    if (want && ort_available()) {
+        CU_ASSERT_PTR_NOT_NULL(got);
+        CU_ASSERT_EQUAL(numel, expect);
+    }
+    if (got && numel == expect) {
+        size_t exact_diff = 0;
+        float silu_max = 0, silu_diff = 0;
+        for (size_t i = 0; i < numel; i++) {
+            int ch = (int)(i / (QH * QW) % QOUT);
+            if (ch < QSILU) {
+                exact_diff += got[i] != want[i];
+            } else {
+                silu_max = fmaxf(silu_max, fabsf(want[i]));
+                silu_diff = fmaxf(silu_diff, fabsf(got[i] - want[i]));
+            }
+        }
+        CU_ASSERT_EQUAL(exact_diff, 0);           /* bit for bit */
+        CU_ASSERT(silu_diff <= 1e-6f * silu_max); /* float rounding of the sigmoid only */
+        printf("\n    int8 arithmetic: %zu of %zu values differ (must be 0), SiLU conv %.1e of max ", exact_diff,
+               numel - (size_t)N * (QOUT - QSILU) * QH * QW, silu_max > 0 ? silu_diff / silu_max : 0.0);
+    }
+    free(got);
+    infer_model_free(im);
+    free(x);
+    for (int i = 0; i < N_QW; i++) free(QW_[i].data), QW_[i].data = NULL;
+    unlink(onnx);
+}
+
+/* ---- int8: a quantized gelan-t (PTQ) ------------------------------------------------------ */
+/* The tolerance. ONNX Runtime runs the QDQ graph in float (Conv over the dequantized codes)
+ * where the runtime accumulates the codes exactly in int32 and scales once, and QuantizeLinear
+ * divides by sx where the runtime multiplies by 1/sx. Each conv's output therefore differs by
+ * float rounding, and wherever that difference straddles a rounding boundary of the next conv's
+ * quantizer the code differs by one step. One flipped code moves the next conv's outputs by
+ * sx |w| at k*k*c_out places, each of which may flip in turn: in a network whose features fill
+ * their quantization ranges the flips multiply from layer to layer, and the two results end up
+ * differing in a share of the codes of every deep layer, not in a few. (gelan.c's own fake-quant
+ * forward, the same quantization in float with the runtime's x * (1/sx), differs from the
+ * runtime by as much: docs/ONNX.md.) A bound of one step per flip does not hold then; what
+ * bounds the difference is the quantization error itself: both results are the float model plus
+ * rounding errors of at most half a step per code, which coincide wherever the codes agree.
+ * So ORT's int8 `pred` is held to the runtime's int8 `pred` within the runtime's own
+ * quantization error (int8 minus the fp32 model on the same input), separately for the boxes
+ * (pixels) and the class scores, plus the float tolerance of the fp32 tests (RTOL of max|pred|
+ * for boxes; for scores RTOL of their range [0, 1], since ORT's sigmoid is accurate to ~1e-7
+ * absolute, not relative): rms and max of |ORT - int8| at most those of |int8 - fp32| plus that.
+ * (Independent roundings would reach sqrt(2) times the rms; measured: 0.15-0.25 of it, printed.)
+ * The exact test above pins the arithmetic to the runtime's; this one shows that a whole model
+ * agrees, and that the quantization it compares through is not negligible
+ * (max |int8 - fp32| > 10 RTOL max|pred|).
+ *
+ * The model: gelan-t with random weights, whose features would vanish layer by layer in eval
+ * mode (running variance 1 against a conv output variance of about 1/3) and leave `pred` the
+ * head's biases; so its BN statistics are set from one batch (a train-mode forward from zeroed
+ * buffers, divided by the momentum, variance at least 0.05 for channels that barely vary on 16
+ * pixels), as a trained model's would be, and the class biases are 0 instead of the 1e-5 prior. */
+static int live_gelan_t(Model *m) {
+    const NamedBuffer *buf;
+    int nb = model_buffers(m, &buf);
+    for (int i = 0; i < nb; i++) memset(buf[i].t->data, 0, buf[i].t->numel * sizeof(float));
+    Tensor *x = tensor_new4(4, 3, 128, 128);
+    Tape *t = tape_new();
+    Rng r;
+    rng_seed(&r, 31);
+    for (size_t i = 0; x && i < x->numel; i++) x->data[i] = rng_uniform(&r);
+    ModelOutput o;
+    int rc = x && t ? 0 : -1;
+    if (!rc) tape_set_grad_enabled(t, false);
+    if (!rc) rc = model_forward(m, t, x, true, &o); /* running = momentum * batch statistic */
+    for (int i = 0; !rc && i < nb; i++) {
+        int var = strstr(buf[i].name, "running_var") != NULL;
+        for (size_t k = 0; k < buf[i].t->numel; k++) {
+            float v = buf[i].t->data[k] / BN_MOMENTUM;
+            buf[i].t->data[k] = var && v < 0.05f ? 0.05f : v;
+        }
+    }
+    char name[64];
+    for (int l = 0; !rc && l < 3; l++) {
+        snprintf(name, sizeof name, "model.%d.cv3.%d.2.bias", m->nlayers - 1, l);
+        Tensor *b = model_tensor(m, name);
+        if (b)
+            memset(b->data, 0, b->numel * sizeof(float));
+        else
+            rc = gelan_error("no %s", name);
+    }
+    tape_free(t);
+    tensor_free(x);
+    return rc;
+}
+
+typedef struct {
+    double rms, max;
+} DiffStat;
+
+/* rms and max |a - b| over the box rows (kind 0) or class rows (kind 1) of pred [N, rows, A] */
+static DiffStat diff_stat(const float *a, const float *b, size_t numel, int rows, int A, int kind) {
+    double s = 0, mx = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < numel; i++) {
+        int row = (int)(i / (size_t)A % (size_t)rows);
+        if ((row >= 4) != kind) continue;
+        double d = fabs((double)a[i] - b[i]);
+        s += d * d, n++;
+        mx = fmax(mx, d);
+    }
+    return (DiffStat){n ? sqrt(s / (double)n) : 0, mx};
+}
+
+/* ORT on the int8 model against the runtime's int8 and fp32 models (the rule above); live: the
+ * quantization must show in pred (a comparison through it would be vacuous otherwise). */
+static void compare_int8(const char *onnx, InferModel *q, InferModel *f, const float *x, int n, int h, int w,
+                         int live) {
+    if (!ort_available()) return;
+    InferShape os, fs;
+    const float *y = infer_model_run(q, x, n, 3, h, w, &os);
+    CU_ASSERT_NONNULL_OK(y);
+    size_t numel = 1;
+    for (int d = 0; y && d < os.ndim; d++) numel *= (size_t)os.shape[d];
+    float *int8 = y ? malloc(numel * sizeof *int8) : NULL;
+    if (int8) memcpy(int8, y, numel * sizeof *int8); /* the next run reuses the model's output memory */
+    const float *fp32 = int8 ? infer_model_run(f, x, n, 3, h, w, &fs) : NULL;
+    CU_ASSERT_NONNULL_OK(fp32);
+    size_t got_n = 0;
+    float *ort = fp32 ? ort_pred(onnx, x, n, 3, h, w, &got_n) : NULL;
+    if (!ort || got_n != numel || os.ndim != 3) {
+        CU_FAIL("ORT output missing or of the wrong size");
+        free(ort), free(int8);
+        return;
+    }
+    int rows = os.shape[1], A = os.shape[2];
+    float amax = 0;
+    for (size_t i = 0; i < numel; i++) amax = fmaxf(amax, fabsf(int8[i]));
+    printf("\n    int8 %dx3x%dx%d (max|pred| %.4g):", n, h, w, amax);
+    const char *kinds[2] = {"boxes", "scores"};
+    for (int k = 0; k < 2; k++) {
+        DiffStat e = diff_stat(ort, int8, numel, rows, A, k), qn = diff_stat(int8, fp32, numel, rows, A, k);
+        double fl = RTOL * (k ? 1.0 : amax); /* the fp32 tests' float tolerance (scores: of their range) */
+        CU_ASSERT(e.rms <= qn.rms + fl);
+        CU_ASSERT(e.max <= qn.max + fl);
+        printf(" %s |ORT-int8| rms %.2g max %.2g, |int8-fp32| rms %.2g max %.2g, float tol %.2g;", kinds[k], e.rms,
+               e.max, qn.rms, qn.max, fl);
+        if (k == 0 && live) CU_ASSERT(qn.max > 10 * RTOL * amax);
+        if (k == 0) printf(" (|ORT-int8| max %.1e of max|pred|)", e.max / amax);
+    }
+    free(ort);
+    free(int8);
+}
+
+static int next_batch(void *ctx, int i, Tensor **images) {
+    *images = ((Tensor **)ctx)[i];
+    return 0;
+}
+
+static void count_warning(const char *msg, void *ctx) {
+    (void)msg;
+    ++*(int *)ctx;
+}
+
+/* lines of a graph text that start with prefix */
+static int count_lines(const char *text, const char *prefix) {
+    int n = 0;
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        n += !strncmp(p, prefix, strlen(prefix));
+    return n;
+}
+
+/* gelan-t (made live, above) calibrated as `gelan quantize` does (minmax on random images, every
+ * conv but the DFL quantized), folded, and its graph's qconvs exported as QDQ; the fp32 model is
+ * the same weights fused. */
+static void test_int8_model(void) {
+    ModelOptions opt = {.nc = 0, .seed = 3};
+    Model *m = model_build_file("configs/models/gelan-t.yaml", &opt), *q = NULL, *f = NULL;
+    CU_ASSERT_NONNULL_OK(m);
+    int rc = m ? live_gelan_t(m) : -1;
+    CU_ASSERT_OK(rc);
+    if (!rc) rc = (q = convert_single_branch(m, "gelan-t-int8")) && (f = convert_single_branch(m, "gelan-t")) ? 0 : -1;
+    Tensor *calib[2] = {tensor_new4(2, 3, 64, 64), tensor_new4(2, 3, 64, 64)};
+    Rng r;
+    rng_seed(&r, 23);
+    for (int b = 0; b < 2; b++)
+        for (size_t i = 0; calib[b] && i < calib[b]->numel; i++) calib[b]->data[i] = rng_uniform(&r);
+    Tape *t = tape_new();
+    int warnings = 0, nq = 0;
+    if (!rc && (!calib[0] || !calib[1] || !t)) rc = gelan_error("out of memory");
+    gelan_set_warning_handler(count_warning, &warnings);
+    if (!rc) rc = model_qat_enable(q, NULL);
+    if (!rc) {
+        CalibOptions co;
+        calib_options_default(&co);
+        CalibReport rep;
+        rc = calibrate_model(q, t, 2, next_batch, calib, &co, &rep);
+        calib_report_free(&rep);
+    }
+    gelan_set_warning_handler(NULL, NULL);
+    if (!rc) nq = model_qat_count(q);
+    if (!rc) rc = model_qat_fold(q);
+    if (!rc) rc = model_fuse(f);
+    InferGraph g = {0}, gf = {0};
+    if (!rc) rc = convert_graph(q, &g);
+    if (!rc) rc = convert_graph(f, &gf);
+    CU_ASSERT_OK(rc);
+    const char *onnx = tmp_path("q.onnx");
+    OnnxExportInfo info;
+    char out[4096];
+    int int8 = 0, convs = 0, quantizers = 0;
+    InferModel *im = NULL, *fm = NULL;
+    if (!rc) {
+        int nconv = count_lines(g.text, "conv "), nqconv = count_lines(g.text, "qconv ");
+        CU_ASSERT(nq > 150 && nqconv == nq);
+        CU_ASSERT_OK(onnx_export_graph(g.text, NULL, graph_lookup, &g, NULL, onnx, &info));
+        CU_ASSERT_EQUAL(info.qconvs, nq);
+        CU_ASSERT_EQUAL(onnx_check_out(onnx, out, sizeof out), 0);
+        qdq_counts(out, &int8, &convs, &quantizers);
+        CU_ASSERT_EQUAL(int8, nq);
+        CU_ASSERT_EQUAL(convs, nconv + nqconv);
+        CU_ASSERT(quantizers > 0 && quantizers < nq); /* a level's box and class branches share one */
+        CU_ASSERT_NONNULL_OK(im = infer_model_build(g.text, NULL, graph_lookup, &g));
+        CU_ASSERT_NONNULL_OK(fm = infer_model_build(gf.text, NULL, graph_lookup, &gf));
+    }
+    if (im && fm) {
+        float *x = random_input(2 * 3 * 96 * 128, 5);
+        if (x) compare_int8(onnx, im, fm, x, 2, 96, 128, 1);
+        free(x);
+        x = random_input(3 * 128 * 160, 6); /* another size from the same file */
+        if (x) compare_int8(onnx, im, fm, x, 1, 128, 160, 1);
+        free(x);
+    }
+    infer_model_free(im);
+    infer_model_free(fm);
+    convert_graph_free(&g);
+    convert_graph_free(&gf);
+    tape_free(t);
+    tensor_free(calib[0]);
+    tensor_free(calib[1]);
+    model_free(q);
+    model_free(f);
+    model_free(m);
+    unlink(onnx);
+}
+
 /* ---- refusals ---------------------------------------------------------------------- */
 static int no_temporaries(void) {
     DIR *d = opendir(tmpdir);
@@ -373,18 +750,14 @@ static void test_refused(void) {
     printf("\n    refused: %s", gelan_last_error());
     CU_ASSERT(file_is(out, "an existing file"));
 
-    /* an op the runtime runs and the exporter has no ONNX form for (yet): int8 qconv */
-    const char *q = "qconv x1 input c=4 k=1 w=w ws=ws b=b sx=0.02 zp=128\n";
-    float scales[4] = {0.01f, 0.01f, 0.01f, 0.01f};
-    GraphTensor qt[3] = {t[0], t[1], {.name = "ws", .ndim = 1, .shape = {4}, .data = scales}};
-    InferGraph qg = {.tensors = qt, .ntensors = 3};
-    InferModel *im = infer_model_build(q, NULL, graph_lookup, &qg);
-    CU_ASSERT_NONNULL_OK(im); /* the runtime takes it */
-    infer_model_free(im);
-    CU_ASSERT_EQUAL(onnx_export_graph(q, NULL, graph_lookup, &qg, NULL, out, NULL), -1);
-    CU_ASSERT_PTR_NOT_NULL(strstr(gelan_last_error(), "op 'qconv' has no ONNX form"));
-    printf("; %s", gelan_last_error());
-    CU_ASSERT(file_is(out, "an existing file"));
+    /* every op the runtime runs has an ONNX form now (qconv: QDQ), so an op ONNX cannot express is
+       one the runtime does not know either: refused and named the same way when nothing is at the
+       output path yet, and nothing is left there, not even a temporary */
+    const char *fresh = tmp_path("fresh.onnx");
+    CU_ASSERT_EQUAL(onnx_export_graph(bad, NULL, graph_lookup, &g, NULL, fresh, NULL), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(gelan_last_error(), "'shuffle'"));
+    CU_ASSERT_NOT_EQUAL(access(fresh, F_OK), 0);
+    CU_ASSERT(no_temporaries());
 
     /* the unknown op as a model file, through onnx_export_model */
     const char *model = tmp_path("bad.safetensors");
@@ -487,7 +860,44 @@ static void test_cli(void) {
     CU_ASSERT_EQUAL(run(cmd, text, sizeof text), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "not an inference model"));
     CU_ASSERT_NOT_EQUAL(access(tmp_path("never.onnx"), F_OK), 0);
+    snprintf(cmd, sizeof cmd, "%s export --help", gelan);
+    CU_ASSERT_EQUAL(run(cmd, text, sizeof text), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "QDQ"));
+
+    /* int8: `gelan quantize` (PTQ on synthetic shapes images), then the export of the quantized
+       checkpoint (converted in memory) and of its `gelan convert` output: the same QDQ file */
+    const char *data = tmp_path("shapes.yaml"), *ptq = tmp_path("ptq.safetensors"), *q8 = tmp_path("q8.safetensors");
+    const char *qa = tmp_path("qa.onnx"), *qb = tmp_path("qb.onnx");
+    write_file(data, "synthetic: shapes\ntrain_count: 8\nval_count: 4\nimg: 64\nseed: 0\n");
+    snprintf(cmd, sizeof cmd,
+             "%s quantize --weights %s --cfg %s --calib %s --img 64 --max-images 8 --batch 4 --threads 2 --out %s",
+             gelan, golden_path(gcase, "weights.safetensors"), golden_path(gcase, "cfg.yaml"), data, ptq);
+    CU_ASSERT_EQUAL(run(cmd, text, sizeof text), 0);
+    snprintf(cmd, sizeof cmd, "%s export --weights %s --out %s", gelan, ptq, qa);
+    CU_ASSERT_EQUAL(run(cmd, text, sizeof text), 0);
+    const char *line = strstr(text, "\nint8: "); /* the summary line, not "(int8: qat.* state)" */
+    int nq = 0, int8 = -1, convs = -1, quantizers = -1;
+    CU_ASSERT(line && sscanf(line, "\nint8: %d convs as QDQ", &nq) == 1 && nq > 150);
+    snprintf(cmd, sizeof cmd, "%s convert --weights %s --out %s", gelan, ptq, q8);
+    CU_ASSERT_EQUAL(run(cmd, text, sizeof text), 0);
+    snprintf(cmd, sizeof cmd, "%s export --model %s --out %s", gelan, q8, qb);
+    CU_ASSERT_EQUAL(run(cmd, text, sizeof text), 0);
+    CU_ASSERT(same_bytes(qa, qb));
+    CU_ASSERT_EQUAL(onnx_check_out(qa, text, sizeof text), 0);
+    qdq_counts(text, &int8, &convs, &quantizers);
+    CU_ASSERT_EQUAL(int8, nq);
+    /* and it runs in ORT as gelan-infer runs the int8 model (the rule at test_int8_model; this
+       model's predictions hardly depend on its features, so no liveness check) */
+    InferModel *q = infer_model_load(q8), *f = infer_model_load(model);
+    CU_ASSERT_NONNULL_OK(q);
+    CU_ASSERT_NONNULL_OK(f);
+    x = read_tensor(golden_path(gcase, "input.safetensors"), "input");
+    if (q && f && x) compare_int8(qa, q, f, x->data, tN(x), tH(x), tW(x), 0);
+    tensor_free(x);
+    infer_model_free(q);
+    infer_model_free(f);
     unlink(model), unlink(a), unlink(b), unlink(fixed);
+    unlink(data), unlink(ptq), unlink(q8), unlink(qa), unlink(qb);
 }
 
 static int setup(void) {
@@ -503,7 +913,9 @@ SUITE_FN(onnx) {
     CU_add_test(s, "every op and key, in ONNX Runtime", test_ops);
     CU_add_test(s, "golden yolov9-t converted, two sizes", test_golden_t);
     CU_add_test(s, "gelan-c random weights at 640", test_gelan_c_640);
-    CU_add_test(s, "refused: unknown op, qconv, not a model", test_refused);
+    CU_add_test(s, "int8 qconv as QDQ: the runtime's bits (power-of-two scales)", test_qconv_exact);
+    CU_add_test(s, "int8 gelan-t (PTQ) in ONNX Runtime, within its quantization error", test_int8_model);
+    CU_add_test(s, "refused: unknown op, not a model; nothing left", test_refused);
     CU_add_test(s, "command line", test_cli);
     return 0;
 }

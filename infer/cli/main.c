@@ -1,28 +1,34 @@
 /* build/gelan-infer: run, bench and detect with an inference model, using
  * only the runtime library (no OpenBLAS, no libyaml). Exit codes: 0 ok,
  * 1 failure, 2 bad usage. */
-#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "infer/cli/cli.h"
+#include "infer/cli/tools.h"
 #include "infer/infer.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 #include "tensor/safetensors.h"
 
 /* ---- options -------------------------------------------------------------------- */
+typedef enum { OPT_STR, OPT_INT, OPT_FLOAT } OptKind;
+
+typedef struct {
+    const char *name; /* "--model" */
+    OptKind kind;
+    void *value;      /* const char **, int *, float * */
+    const char *help; /* "M: what" */
+} Opt;
+
 static void print_usage(FILE *f, const char *usage, const Opt *opts, int nopts) {
     fprintf(f, "usage: gelan-infer %s\n", usage);
     for (int i = 0; i < nopts; i++) fprintf(f, "  %-12s %s\n", opts[i].name, opts[i].help);
     fprintf(f, "  %-12s %s\n", "--help", "this text");
 }
 
-int opts_usage_error(const char *usage, const Opt *opts, int nopts, const char *fmt, ...) {
+static int opts_usage_error(const char *usage, const Opt *opts, int nopts, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "gelan-infer: ");
@@ -33,7 +39,9 @@ int opts_usage_error(const char *usage, const Opt *opts, int nopts, const char *
     return 2;
 }
 
-int opts_parse(int argc, char **argv, const char *usage, const Opt *opts, int nopts) {
+/* Parses argv[1..] (argv[0] is the subcommand). Returns 0 ok; 1 after printing
+ * --help (exit 0); 2 after printing a one-line reason and the usage to stderr (exit 2). */
+static int opts_parse(int argc, char **argv, const char *usage, const Opt *opts, int nopts) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             print_usage(stdout, usage, opts, nopts);
@@ -70,7 +78,7 @@ static int fail(const char *cmd) {
 }
 
 /* ---- run ------------------------------------------------------------------------------ */
-int cmd_run(int argc, char **argv) {
+static int cmd_run(int argc, char **argv) {
     const char *model = NULL, *in = NULL, *out = NULL;
     int threads = 0;
     const Opt opts[] = {
@@ -120,128 +128,53 @@ int cmd_run(int argc, char **argv) {
     return rc;
 }
 
-/* ---- bench ---------------------------------------------------------------------------- */
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* Mean of the readable /sys/class/thermal zones in degrees C, or < -100 when none. */
-static double cpu_temperature(void) {
-    DIR *d = opendir("/sys/class/thermal");
-    if (!d) return -1000;
-    double sum = 0;
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strncmp(e->d_name, "thermal_zone", 12)) continue;
-        char path[512];
-        snprintf(path, sizeof path, "/sys/class/thermal/%s/temp", e->d_name);
-        FILE *f = fopen(path, "r");
-        long milli;
-        if (f && fscanf(f, "%ld", &milli) == 1) sum += milli / 1000.0, n++;
-        if (f) fclose(f);
-    }
-    closedir(d);
-    return n ? sum / n : -1000;
-}
-
-/* the progress line only on a terminal, plain output otherwise */
-static int isatty_progress(void) { return isatty(2); }
-
-static const char *base_name(const char *path) {
-    const char *s = strrchr(path, '/');
-    return s ? s + 1 : path;
-}
-
-int cmd_bench(int argc, char **argv) {
+/* ---- bench and detect (infer/cli/tools.h) ---------------------------------------------------- */
+static int cmd_bench(int argc, char **argv) {
     const char *model = NULL;
-    int runs = 50, warmup = 5, threads = 0, img = 640, batch = 1, profile = 0;
+    int threads = 0;
+    InferBenchOptions o = infer_bench_defaults();
     const Opt opts[] = {
         {"--model", OPT_STR, &model, "M: inference model"},
-        {"--runs", OPT_INT, &runs, "N: timed runs (default 50)"},
-        {"--warmup", OPT_INT, &warmup, "N: untimed runs first (default 5)"},
+        {"--runs", OPT_INT, &o.runs, "N: timed runs (default 50)"},
+        {"--warmup", OPT_INT, &o.warmup, "N: untimed runs first (default 5)"},
         {"--threads", OPT_INT, &threads, "N: threads (default: GELAN_THREADS or all cores)"},
-        {"--img", OPT_INT, &img, "N: square input size (default 640)"},
-        {"--batch", OPT_INT, &batch, "N: batch size (default 1)"},
-        {"--profile", OPT_INT, &profile, "K: also print the K slowest graph nodes (default 0)"},
+        {"--img", OPT_INT, &o.img, "N: square input size (default 640)"},
+        {"--batch", OPT_INT, &o.batch, "N: batch size (default 1)"},
+        {"--profile", OPT_INT, &o.profile, "K: also print the K slowest graph nodes (default 0)"},
     };
     const char *usage = "bench --model M [--runs N --warmup N --threads N --img N --batch N --profile K]";
     int n = (int)(sizeof opts / sizeof *opts), rc = opts_parse(argc, argv, usage, opts, n);
     if (rc) return rc == 1 ? 0 : rc;
-    if (!model) return opts_usage_error(usage, opts, n, "bench: --model is required");
-    if (runs < 1 || img < 1 || batch < 1)
-        return opts_usage_error(usage, opts, n, "bench: --runs, --img and --batch must be >= 1");
+    const char *why = model ? infer_bench_check(&o) : "--model is required";
+    if (why) return opts_usage_error(usage, opts, n, "bench: %s", why);
     if (pool_init(threads)) return fail("bench");
-    InferModel *m = infer_model_load(model);
-    if (!m) return fail("bench");
-    int c = infer_model_input_channels(m);
-    size_t numel = (size_t)batch * c * img * img;
-    float *x = malloc(numel * sizeof(float));
-    for (size_t i = 0; x && i < numel; i++) x[i] = (float)((i * 2654435761u) >> 8 & 255) / 255.f; /* any image */
-    InferShape os;
-    rc = 1;
-    if (!x || infer_model_prepare(m, batch, img, img, &os)) {
-        fail("bench");
-        goto done;
-    }
-    for (int i = 0; i < warmup; i++)
-        if (!infer_model_run(m, x, batch, c, img, img, &os)) {
-            fail("bench");
-            goto done;
-        }
-    if (profile > 0) infer_model_set_profile(m, 1);
-    double sum = 0, mn = 1e30, mx = 0, temp_sum = 0;
-    int temp_n = 0;
-    for (int i = 0; i < runs; i++) {
-        double t0 = now();
-        if (!infer_model_run(m, x, batch, c, img, img, &os)) {
-            fail("bench");
-            goto done;
-        }
-        double t = (now() - t0) * 1e3;
-        sum += t, mn = t < mn ? t : mn, mx = t > mx ? t : mx;
-        double temp = cpu_temperature();
-        if (temp > -100) temp_sum += temp, temp_n++;
-        if (isatty_progress()) fprintf(stderr, "\rrun %d/%d  %.2f ms", i + 1, runs, t);
-    }
-    if (isatty_progress()) fprintf(stderr, "\r%40s\r", "");
-    char temp[64];
-    if (temp_n)
-        snprintf(temp, sizeof temp, "%.2fC", temp_sum / temp_n);
-    else
-        snprintf(temp, sizeof temp, "n/a (no readable /sys/class/thermal)");
-    printf("| Field | Value |\n|---|---|\n");
-    printf("| MODEL NAME | %s |\n", base_name(model));
-    printf("| input | %dx%dx%dx%d, %d thread%s, %s kernels |\n", batch, c, img, img, pool_threads(),
-           pool_threads() == 1 ? "" : "s", infer_model_kernels(m));
-    printf("| avg inference time | %.2fms |\n", sum / runs);
-    printf("| max inference time | %.2fms |\n", mx);
-    printf("| min inference time | %.2fms |\n", mn);
-    printf("| avg CPU temp | %s |\n", temp);
-    printf("| PARAMS | %zu |\n", infer_model_params(m));
-    printf("| GFLOPS | %.1f |\n", infer_model_flops(m, img, img) / 1e9);
-    printf("| LAYERS | %d |\n", infer_model_layers(m));
-    if (profile > 0) {
-        const double *p = infer_model_profile(m);
-        int L = infer_model_layers(m);
-        int *order = malloc(sizeof(int) * L);
-        for (int i = 0; i < L; i++) order[i] = i;
-        for (int i = 0; i < L; i++) /* selection of the K slowest */
-            for (int j = i + 1; j < L; j++)
-                if (p[order[j]] > p[order[i]]) {
-                    int t = order[i];
-                    order[i] = order[j], order[j] = t;
-                }
-        printf("\nslowest nodes (ms per run):\n");
-        for (int i = 0; i < profile && i < L; i++)
-            printf("  %8.3f  %s\n", p[order[i]] * 1e3 / runs, infer_model_node_desc(m, order[i]));
-        free(order);
-    }
-    rc = 0;
-done:
-    free(x);
-    infer_model_free(m);
+    rc = infer_bench_run("gelan-infer bench", model, &o);
+    pool_shutdown();
+    return rc;
+}
+
+static int cmd_detect(int argc, char **argv) {
+    const char *model = NULL;
+    int threads = 0;
+    InferDetectOptions o = infer_detect_defaults();
+    const Opt opts[] = {
+        {"--model", OPT_STR, &model, "M: inference model with a detect node"},
+        {"--source", OPT_STR, &o.source, "FILE|DIR: an image, or a directory of images"},
+        {"--out", OPT_STR, &o.out, "DIR: where annotated copies go (default runs/detect)"},
+        {"--conf", OPT_FLOAT, &o.conf, "X: confidence threshold (default 0.25)"},
+        {"--iou", OPT_FLOAT, &o.iou, "X: NMS IoU threshold (default 0.45)"},
+        {"--img", OPT_INT, &o.img, "N: inference size (default 640)"},
+        {"--max-det", OPT_INT, &o.max_det, "N: boxes per image at most (default 1000)"},
+        {"--threads", OPT_INT, &threads, "N: threads (default: GELAN_THREADS or all cores)"},
+    };
+    const char *usage =
+        "detect --model M --source FILE|DIR [--out DIR --conf 0.25 --iou 0.45 --img 640 --max-det 1000]";
+    int n = (int)(sizeof opts / sizeof *opts), rc = opts_parse(argc, argv, usage, opts, n);
+    if (rc) return rc == 1 ? 0 : rc;
+    const char *why = model ? infer_detect_check(&o) : "--model is required";
+    if (why) return opts_usage_error(usage, opts, n, "detect: %s", why);
+    if (pool_init(threads)) return fail("detect");
+    rc = infer_detect_run("gelan-infer detect", model, &o);
     pool_shutdown();
     return rc;
 }
