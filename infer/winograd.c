@@ -155,11 +155,13 @@ static void output_transform(const WinoJob *J, const float *mbuf, int co0, int m
                 y[2][q] = d[0] + d[1] + d[2] + bias;
                 y[3][q] = d[1] - d[2] - d[3] + bias;
             }
-            int x0 = 2 * tx0, x1 = 2 * (tx0 + len) < ow ? 2 * (tx0 + len) : ow;
+            int x0 = 2 * tx0, n = (2 * (tx0 + len) < ow ? 2 * (tx0 + len) : ow) - x0;
             for (int dy = 0; dy < 2 && 2 * ty + dy < oh; dy++) {
-                float *row = plane + (size_t)(2 * ty + dy) * ow;
-                for (int x = x0; x < x1; x++) row[x] = y[2 * dy + (x & 1)][(x - x0) >> 1];
-                L->kern->activate(row + x0, (size_t)(x1 - x0), L->act, L->alpha);
+                float *r = plane + (size_t)(2 * ty + dy) * ow + x0;
+                const float *even = y[2 * dy], *odd = y[2 * dy + 1];
+                for (int q = 0; q < n / 2; q++) r[2 * q] = even[q], r[2 * q + 1] = odd[q];
+                if (n & 1) r[n - 1] = even[n / 2]; /* an odd width ends on half a tile */
+                L->kern->activate(r, (size_t)n, L->act, L->alpha);
             }
             t += len;
         }
