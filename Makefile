@@ -1,6 +1,6 @@
 # gelan.c build. Sources are found by folder, so adding a file needs no edit here:
 #   tensor/ autograd/ nn/ optim/ train/  -> build/libgelan.a
-#   infer/ (+ the BLAS-free parts of tensor/) -> build/libgelaninfer.a
+#   infer/ (+ the tensor/ files it uses)  -> build/libgelaninfer.a
 #   cli/*.c (+ infer/cli/ but its main)  -> build/gelan
 #   infer/cli/*.c                        -> build/gelan-infer
 #   tests/test_*.c (one CUnit suite each) -> build/test_runner
@@ -12,11 +12,11 @@ CFLAGS  ?=
 # -fno-trapping-math: nothing here uses FP exceptions, and without it gcc will not
 # vectorise loops with float selects or floorf (the SiLU, sigmoid and BN loops)
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) -fno-math-errno -fno-trapping-math -g -Wall -Wextra -Werror -Wno-format-truncation -I. -I$(B) -MMD -MP -pthread
-LDLIBS  := -lopenblas -lyaml -lm -pthread
+LDLIBS  := -lyaml -lm -pthread
 B       ?= build
 
 LIB_DIRS   := tensor autograd nn optim train export
-# infer/ may use only these parts of tensor/ (no OpenBLAS, no libyaml); they
+# infer/ may use only these parts of tensor/ (gelan-infer needs libm and pthreads alone); they
 # live in libgelaninfer.a, which every program links after libgelan.a
 INFER_CORE := tensor/error.c tensor/pool.c tensor/safetensors.c tensor/json.c
 INFER_SRC  := $(wildcard infer/*.c) $(filter $(wildcard $(INFER_CORE)),$(INFER_CORE))
@@ -75,7 +75,7 @@ test: $(B)/test_runner all
 
 # The core suites under AddressSanitizer + UndefinedBehaviorSanitizer (CI runs this too).
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -O1
-ASAN_SUITES ?= tensor arena pool safetensors tape ops conv2d batchnorm gradcheck infer infer_kernels optim metrics data augment qconv blas quant
+ASAN_SUITES ?= tensor arena pool safetensors tape ops conv2d batchnorm gradcheck infer infer_kernels optim metrics data augment qconv quant
 $(B)/asan/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out $(OPT),$(CFLAGS)) $(ASAN_FLAGS) -c $< -o $@

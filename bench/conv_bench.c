@@ -25,7 +25,6 @@
 #include <unistd.h>
 
 #include "autograd/ops.h"
-#include "tensor/blas.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 #include "tensor/rng.h"
@@ -443,7 +442,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", gelan_last_error());
         return 1;
     }
-    blas_set_threads(pool_threads());
     signal(SIGPIPE, SIG_IGN); /* a dead PyTorch script must not kill the benchmark */
 
     static Model models[4];
@@ -465,7 +463,8 @@ int main(int argc, char **argv) {
     printf("conv2d benchmark: %d threads, up to %.2f s of repetitions per shape, %s\n",
            pool_threads(), budget, clock_id == CLOCK_MONOTONIC ? "wall time" : "process CPU time");
     const char *coretype = getenv("OPENBLAS_CORETYPE");
-    if (coretype) printf("OPENBLAS_CORETYPE=%s: OpenBLAS uses the kernels of that CPU type\n", coretype);
+    if (coretype) /* our convs use no BLAS, but PyTorch's may run on OpenBLAS */
+        printf("OPENBLAS_CORETYPE=%s: PyTorch's OpenBLAS uses the kernels of that CPU type\n", coretype);
     print_load("before");
     Torch torch = {0};
     int have_torch = use_torch && torch_start(&torch, "tools/bench_conv_torch.py", pool_threads(), budget) == 0;

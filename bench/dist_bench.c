@@ -18,7 +18,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "tensor/blas.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 #include "tensor/rng.h"
@@ -139,7 +138,6 @@ int main(int argc, char **argv) {
     }
     if (dist_init()) return fail("dist_init");
     pool_init(threads);
-    blas_set_threads(pool_threads());
     const int rank = dist_rank(), size = dist_size();
     double step = 0, comm = 0;
     if (train_steps(cfg, img, batch, iters, &step, &comm)) return fail("training steps");

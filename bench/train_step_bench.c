@@ -15,7 +15,6 @@
 #include "autograd/tape.h"
 #include "nn/model.h"
 #include "optim/optim.h"
-#include "tensor/blas.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 #include "tensor/rng.h"
@@ -184,7 +183,6 @@ int main(int argc, char **argv) {
     }
     if (iters < 1) iters = 1;
     pool_init(threads);
-    blas_set_threads(pool_threads());
     const char *cfgs[] = {"configs/models/yolov9-t.yaml", "configs/models/gelan-c.yaml"};
     printf("training step (forward + loss + backward + clip + SGD), img %d, batch %d, %d threads, median of %d\n\n", img,
            batch, threads, iters);

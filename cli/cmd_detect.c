@@ -15,7 +15,6 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "infer/cli/tools.h"
-#include "tensor/blas.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 #include "train/checkpoint.h"
@@ -170,7 +169,6 @@ int cmd_detect(int argc, char **argv) {
     if (model) return detect_with_model(model, &mo, threads);
     if (count == -1) count = 8;
     pool_init(threads);
-    blas_set_threads(pool_threads());
     int nsrc = 0, nnames = 0;
     char **src = NULL, **names = NULL;
     DataConfig *dc = NULL;

@@ -18,7 +18,6 @@
 #include "train/checkpoint.h" /* first: see its note on nn/model.h */
 #include "nn/calibrate.h"
 #include "nn/quant.h"
-#include "tensor/blas.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 #include "train/dataset.h"
@@ -260,7 +259,6 @@ int cmd_quantize(int argc, char **argv) {
     }
 
     pool_init(threads);
-    blas_set_threads(pool_threads());
     Calib c = {.batch = batch, .img = img};
     Model *m = NULL;
     Tape *t = NULL;

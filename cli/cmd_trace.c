@@ -10,7 +10,6 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "nn/model.h"
-#include "tensor/blas.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 #include "tensor/safetensors.h"
@@ -106,7 +105,6 @@ int cmd_trace(int argc, char **argv) {
         return 2;
     }
     pool_init(threads);
-    blas_set_threads(pool_threads());
 
     Model *m = model_load(weights, cfg, NULL);
     Tensor *x = m ? read_input(in, m->ch) : NULL;

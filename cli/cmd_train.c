@@ -10,7 +10,6 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/progress.h"
-#include "tensor/blas.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 #include "train/dist.h"
@@ -163,7 +162,6 @@ int cmd_train(int argc, char **argv) {
         threads = cores / dist_local_size() > 1 ? (int)(cores / dist_local_size()) : 1;
     }
     pool_init(threads);
-    blas_set_threads(pool_threads());
     TrainUi ui = {0};
     TrainCallbacks cb = {on_start, on_epoch_start, on_batch, on_val, on_epoch, &ui};
     TrainResult res;

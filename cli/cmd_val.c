@@ -7,7 +7,6 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/progress.h"
-#include "tensor/blas.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 #include "train/checkpoint.h"
@@ -79,7 +78,6 @@ int cmd_val(int argc, char **argv) {
         return 2;
     }
     pool_init(threads);
-    blas_set_threads(pool_threads());
     DataConfig *dc = data_config_load(data);
     Dataset *ds = dc ? dataset_open(dc, SPLIT_VAL) : NULL;
     Model *m = NULL;

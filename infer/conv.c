@@ -22,7 +22,6 @@
 
 #define KC_MAX 384       /* K rows per block */
 #define NC_MAX 256       /* output pixels per block (rounded down to a multiple of NR) */
-#define SERIAL_FLOPS 3e6 /* below this a conv does not wake the thread pool */
 
 int conv_out_size(int in, int k, int s, int p, int d) {
     if (s <= 0) return 0;
@@ -327,7 +326,7 @@ void conv_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch)
                  .scratch_per_slot = conv_scratch_floats(L)};
     atomic_init(&J.next, 0);
     size_t slots = (size_t)threads < J.ntasks ? (size_t)threads : J.ntasks;
-    /* waking the pool costs about as much as a few MFLOP of work: tiny convs run here */
+    /* waking the pool costs about as much as a MFLOP of work: tiny convs run here */
     double flops = 2.0 * in->n * L->cout * L->kdim * npix;
     if (flops < SERIAL_FLOPS) slots = 1;
     parallel_for(slots, 1, conv_worker, &J);

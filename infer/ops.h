@@ -18,6 +18,10 @@ typedef struct {
     size_t bstride; /* floats between images (>= c*h*w) */
 } Map;
 
+/* Below this many FLOPs a conv runs on the calling thread: handing work to the pool costs a
+ * few microseconds while its threads spin between jobs, tens when they sleep. */
+#define SERIAL_FLOPS 1e6
+
 /* ---- conv: the weights packed once for one kernel table -------------------- */
 typedef struct {
     int cin, cout, k, s, p, d, g;

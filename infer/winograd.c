@@ -72,7 +72,7 @@ size_t winograd_scratch_floats(const InferKernels *kern) { return (size_t)16 * (
 typedef struct {
     const ConvLayer *L;
     const Map *in, *out;
-    int tw, tiles, nblocks, mchunks, nb;
+    int tw, tiles, nblocks, mchunks, mcw, nb; /* mcw: output channels per task (<= MCW, a multiple of mr) */
     size_t ntasks;
     atomic_size_t next;
     float *scratch;
@@ -176,7 +176,7 @@ static void wino_task(WinoJob *J, size_t task, float *scratch) {
     size_t rest = task / J->mchunks;
     int blk = (int)(rest % J->nblocks), img = (int)(rest / J->nblocks);
     int t0 = blk * nb, nt = J->tiles - t0 < nb ? J->tiles - t0 : nb;
-    int co0 = mchunk * MCW, mc = L->cout - co0 < MCW ? L->cout - co0 : MCW;
+    int co0 = mchunk * J->mcw, mc = L->cout - co0 < J->mcw ? L->cout - co0 : J->mcw;
     int mp0 = co0 / mr, mpn = (mc + mr - 1) / mr;
     const float *in = J->in->p + img * J->in->bstride;
     float *out = J->out->p + img * J->out->bstride;
@@ -212,20 +212,35 @@ static void wino_worker(void *ctx, size_t begin, size_t end) {
 }
 
 void winograd_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch) {
-    int th = (out->h + 1) / 2, tw = (out->w + 1) / 2, nb = nbw(L->kern);
+    int th = (out->h + 1) / 2, tw = (out->w + 1) / 2, nr = L->kern->nr;
+    /* a block of at most nbw tiles; fewer on small maps (a 10x10 output has 25 tiles:
+     * one NR panel instead of a 64-tile block that would be 60% padding) */
+    int nb = nbw(L->kern), all = (th * tw + nr - 1) / nr * nr;
+    if (all < nb) nb = all;
     WinoJob J = {.L = L,
                  .in = in,
                  .out = out,
                  .tw = tw,
                  .tiles = th * tw,
                  .nb = nb,
-                 .mchunks = (L->cout + MCW - 1) / MCW,
                  .scratch = scratch,
                  .per_slot = winograd_scratch_floats(L->kern)};
     J.nblocks = (J.tiles + nb - 1) / nb;
+    /* Small maps (20x20, 10x10) have one or two blocks of tiles: split the output channels
+     * finer so that every thread has work (two tasks per thread), in whole panels. */
+    int threads = pool_threads(), mr = L->kern->mr, mcw = MCW;
+    size_t base = (size_t)in->n * J.nblocks;
+    if (base * ((L->cout + mcw - 1) / mcw) < 2 * (size_t)threads) {
+        int want = (int)((2 * (size_t)threads + base - 1) / base); /* chunks wanted */
+        mcw = ((L->cout + want - 1) / want + mr - 1) / mr * mr;
+        if (mcw > MCW) mcw = MCW;
+        if (mcw < mr) mcw = mr;
+    }
+    J.mcw = mcw;
+    J.mchunks = (L->cout + mcw - 1) / mcw;
     J.ntasks = (size_t)in->n * J.nblocks * J.mchunks;
     atomic_init(&J.next, 0);
     size_t slots = (size_t)pool_threads() < J.ntasks ? (size_t)pool_threads() : J.ntasks;
-    if (2.0 * in->n * L->cout * L->cin * 9 * out->h * out->w < 3e6) slots = 1; /* as conv_run */
+    if (2.0 * in->n * L->cout * L->cin * 9 * out->h * out->w < SERIAL_FLOPS) slots = 1;
     parallel_for(slots, 1, wino_worker, &J);
 }

@@ -6,9 +6,8 @@
  * returns when all are done. Each piece is one call of fn; which thread runs
  * it is not fixed, so fn must not assume one call per thread. A
  * parallel_for called from inside a worker runs serially, so nesting is safe.
- * The pool is the only scheduler: OpenBLAS runs on one thread and tensor/blas
- * splits large GEMMs over the pool (the pool itself stays free of BLAS so that
- * infer/ can use it). */
+ * The pool is the only scheduler: the GEMMs (infer/gemm.h) run on the calling
+ * thread, and their callers split the work over the pool. */
 #ifndef GELAN_POOL_H
 #define GELAN_POOL_H
 

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "tensor/blas.h"
 #include "tensor/pool.h"
 
 #define SUITE(name) int suite_##name(void);
@@ -26,7 +25,6 @@ static const SuiteEntry all_suites[] = {
 int main(int argc, char **argv) {
     if (CU_initialize_registry() != CUE_SUCCESS) return 2;
     pool_init(0);
-    blas_set_threads(pool_threads());
     size_t n = sizeof all_suites / sizeof all_suites[0];
     for (size_t i = 0; i < n; i++) {
         int wanted = argc < 2;

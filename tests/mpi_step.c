@@ -29,7 +29,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tensor/blas.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 #include "train/dist.h"
@@ -182,7 +181,6 @@ int main(int argc, char **argv) {
     }
     const int rank = dist_rank(), size = dist_size();
     pool_init(1);
-    blas_set_threads(1);
 
     char yaml[128];
     snprintf(yaml, sizeof yaml, "/tmp/gelan_mpi_step_%ld.yaml", (long)getpid());

@@ -25,7 +25,7 @@ echo "== 3. detect on the first 6 validation images"
 echo "== 4. convert for deployment: fold BN, merge RepConvN, write the runtime's graph"
 "$G" convert --weights "$RUN/best.safetensors" --out "$RUN/model.safetensors" --data "$DATA"
 GI=${GELAN_INFER_BIN:-$(dirname "$G")/gelan-infer}
-echo "== 5. time it on the standalone runtime (build/gelan-infer, no BLAS, no autograd)"
+echo "== 5. time it on the standalone runtime (build/gelan-infer, no autograd, no libyaml)"
 "$GI" bench --model "$RUN/model.safetensors" --img 160 --runs 20 --warmup 3
 echo
 echo "== where everything went"
