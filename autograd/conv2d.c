@@ -393,43 +393,49 @@ static void plan_blocks(ConvJob *J, int threads) {
     J->nblocks = (g->Ho + rows - 1) / rows;
 }
 
-/* forward task (image, group, block): y block = W_g * columns */
-static void fwd_task(ConvJob *J, size_t task, size_t slot) {
+/* A forward or dW task (image, group, block of output rows): where its block lies in y / dy,
+ * and its columns (x itself for a 1x1 stride-1 conv, else im2col in the slot's scratch). */
+typedef struct {
+    int k, B;          /* group, output positions in the block */
+    size_t out_off;    /* the block in y / dy: image n, group k's first channel, row oy0 */
+    const float *cols; /* [Kg, B] with row stride ld */
+    int ld;
+} BlockTask;
+
+static BlockTask block_task(const ConvJob *J, size_t task, size_t slot) {
     const ConvGeom *g = J->g;
-    const size_t P = g_P(g), Kg = g_Kg(g), cog = (size_t)g->cog;
     int blk = (int)(task % (size_t)J->nblocks), k = (int)(task / J->nblocks % (size_t)g->groups);
     int n = (int)(task / J->nblocks / (size_t)g->groups);
-    int oy0 = blk * J->rows, nb = oy0 + J->rows <= g->Ho ? J->rows : g->Ho - oy0, B = nb * g->Wo;
+    int oy0 = blk * J->rows, nb = oy0 + J->rows <= g->Ho ? J->rows : g->Ho - oy0;
+    BlockTask b = {k, nb * g->Wo, ((size_t)n * g->Cout + (size_t)k * g->cog) * g_P(g) + (size_t)oy0 * g->Wo, NULL, 0};
     const float *xn = J->x + (size_t)n * g->Cin * g_HW(g);
-    float *yb = J->y + ((size_t)n * g->Cout + k * cog) * P + (size_t)oy0 * g->Wo;
-    const float *wk = J->w + k * cog * Kg;
-    if (is_pointwise(g)) { /* the columns are x itself */
-        gemm_f32(J->kern, false, false, g->cog, B, (int)Kg, wk, (int)Kg, xn + (size_t)k * g->cig * g_HW(g) + oy0 * g->Wo,
-                 (int)P, false, yb, (int)P, slot_gemm(J, slot));
-        return;
+    if (is_pointwise(g)) {
+        b.cols = xn + (size_t)k * g->cig * g_HW(g) + (size_t)oy0 * g->Wo;
+        b.ld = (int)g_P(g);
+    } else {
+        im2col_block(g, xn, k * g->cig, (k + 1) * g->cig, oy0, nb, slot_col(J, slot));
+        b.cols = slot_col(J, slot);
+        b.ld = b.B;
     }
-    im2col_block(g, xn, k * g->cig, (k + 1) * g->cig, oy0, nb, slot_col(J, slot));
-    gemm_f32(J->kern, false, false, g->cog, B, (int)Kg, wk, (int)Kg, slot_col(J, slot), B, false, yb, (int)P,
-             slot_gemm(J, slot));
+    return b;
 }
 
-/* dW task (image, group, block): the slot's dW_g += dy block * columns^T */
+/* forward task: y block = W_g * columns */
+static void fwd_task(ConvJob *J, size_t task, size_t slot) {
+    const ConvGeom *g = J->g;
+    const int Kg = (int)g_Kg(g);
+    BlockTask b = block_task(J, task, slot);
+    gemm_f32(J->kern, false, false, g->cog, b.B, Kg, J->w + (size_t)b.k * g->cog * Kg, Kg, b.cols, b.ld, false,
+             J->y + b.out_off, (int)g_P(g), slot_gemm(J, slot));
+}
+
+/* dW task: the slot's dW_g += dy block * columns^T */
 static void dw_task(ConvJob *J, size_t task, size_t slot) {
     const ConvGeom *g = J->g;
-    const size_t P = g_P(g), Kg = g_Kg(g), cog = (size_t)g->cog;
-    int blk = (int)(task % (size_t)J->nblocks), k = (int)(task / J->nblocks % (size_t)g->groups);
-    int n = (int)(task / J->nblocks / (size_t)g->groups);
-    int oy0 = blk * J->rows, nb = oy0 + J->rows <= g->Ho ? J->rows : g->Ho - oy0, B = nb * g->Wo;
-    const float *xn = J->x + (size_t)n * g->Cin * g_HW(g);
-    const float *dyb = J->dy + ((size_t)n * g->Cout + k * cog) * P + (size_t)oy0 * g->Wo;
-    float *dwk = J->dw_acc + slot * J->dw_stride + k * cog * Kg;
-    const float *cols = xn + (size_t)k * g->cig * g_HW(g) + oy0 * g->Wo; /* pointwise: x */
-    int ldc = (int)P;
-    if (!is_pointwise(g)) {
-        im2col_block(g, xn, k * g->cig, (k + 1) * g->cig, oy0, nb, slot_col(J, slot));
-        cols = slot_col(J, slot), ldc = B;
-    }
-    gemm_f32(J->kern, false, true, g->cog, (int)Kg, B, dyb, (int)P, cols, ldc, true, dwk, (int)Kg,
+    const int Kg = (int)g_Kg(g);
+    BlockTask b = block_task(J, task, slot);
+    float *dwk = J->dw_acc + slot * J->dw_stride + (size_t)b.k * g->cog * Kg;
+    gemm_f32(J->kern, false, true, g->cog, Kg, b.B, J->dy + b.out_off, (int)g_P(g), b.cols, b.ld, true, dwk, Kg,
              slot_gemm(J, slot));
 }
 
