@@ -111,24 +111,12 @@ typedef struct {
     char onnx[512];
 } Net;
 
-static int graph_lookup(void *ctx, const char *name, InferTensor *out) {
-    const InferGraph *g = ctx;
-    for (int i = 0; i < g->ntensors; i++) {
-        if (strcmp(g->tensors[i].name, name)) continue;
-        out->data = g->tensors[i].data;
-        out->ndim = g->tensors[i].ndim;
-        for (int d = 0; d < out->ndim; d++) out->shape[d] = g->tensors[i].shape[d];
-        return 0;
-    }
-    return -1;
-}
-
 static int net_build(Net *n, const char *dir) {
     ModelOptions opt = {.nc = 0, .seed = 2024};
     n->model = model_build_file(n->cfg, &opt);
     if (!n->model || model_fuse(n->model) || convert_graph(n->model, &n->graph)) return -1;
     snprintf(n->onnx, sizeof n->onnx, "%s/%s.onnx", dir, n->name);
-    return onnx_export_graph(n->graph.text, NULL, graph_lookup, &n->graph, NULL, n->onnx, NULL);
+    return onnx_export_graph(n->graph.text, NULL, convert_graph_lookup, &n->graph, NULL, n->onnx, NULL);
 }
 
 /* ---- gelan-infer in-process ------------------------------------------------------------ */
@@ -390,7 +378,7 @@ int main(int argc, char **argv) {
         pool_init(threads[t]);
         InferModel *ms[2] = {NULL, NULL};
         for (int k = 0; k < nn; k++)
-            if (!(ms[k] = infer_model_build(nets[k].graph.text, NULL, graph_lookup, &nets[k].graph))) {
+            if (!(ms[k] = infer_model_build(nets[k].graph.text, NULL, convert_graph_lookup, &nets[k].graph))) {
                 fprintf(stderr, "%s: %s\n", nets[k].name, gelan_last_error());
                 return 1;
             }
@@ -475,7 +463,7 @@ int main(int argc, char **argv) {
         "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     int n = rounds * runs;
     for (int k = 0; k < nn; k++) {
-        InferModel *m = infer_model_build(nets[k].graph.text, NULL, graph_lookup, &nets[k].graph);
+        InferModel *m = infer_model_build(nets[k].graph.text, NULL, convert_graph_lookup, &nets[k].graph);
         for (int s = 0; s < nimg; s++)
             for (int t = 0; t < nthr; t++) {
                 Cell *C = &cells[k][s][t];

@@ -14,33 +14,10 @@
 #include "export/onnx_export.h"
 #include "nn/convert.h"
 #include "nn/quant.h"
+#include "nn/textbuf.h"
 #include "tensor/error.h"
 
 static const char *USAGE = "gelan export --model M | --weights CKPT [--cfg CFG] [--no-ema] --out F.onnx [--img N]";
-
-static int graph_lookup(void *ctx, const char *name, InferTensor *out) {
-    const InferGraph *g = ctx;
-    for (int i = 0; i < g->ntensors; i++) {
-        if (strcmp(g->tensors[i].name, name)) continue;
-        out->data = g->tensors[i].data;
-        out->ndim = g->tensors[i].ndim;
-        for (int d = 0; d < out->ndim; d++) out->shape[d] = g->tensors[i].shape[d];
-        return 0;
-    }
-    return -1;
-}
-
-/* 2407616 -> "2,407,616" */
-static const char *with_commas(size_t v, char *buf, size_t len) {
-    char digits[32];
-    int n = snprintf(digits, sizeof digits, "%zu", v), o = 0;
-    for (int i = 0; i < n && o + 2 < (int)len; i++) {
-        if (i && (n - i) % 3 == 0) buf[o++] = ',';
-        buf[o++] = digits[i];
-    }
-    buf[o] = '\0';
-    return buf;
-}
 
 static int read_ckpt_tensor(void *ctx, const char *name, Tensor *dst) { return ckpt_read_tensor(ctx, name, dst); }
 
@@ -67,7 +44,7 @@ static int export_checkpoint(const char *weights, const char *cfg, bool no_ema, 
         printf("%s (%s weights): %d layers, %d head%s -> fused single branch%s, %d graph nodes\n", weights,
                use_ema ? "ema" : "model", src->nlayers, src->head.nheads, src->head.nheads > 1 ? "s" : "",
                nquant ? " (int8: qat.* state)" : "", g.nnodes);
-        rc = onnx_export_graph(g.text, names, graph_lookup, &g, opt, out, info);
+        rc = onnx_export_graph(g.text, names, convert_graph_lookup, &g, opt, out, info);
     }
     convert_graph_free(&g);
     model_free(single);
@@ -121,7 +98,7 @@ int cmd_export(int argc, char **argv) {
     else
         snprintf(size, sizeof size, "height, width");
     printf("wrote %s: ONNX opset %d, %d nodes (from %d graph nodes), %s parameters, %.1f MB\n", out, ONNX_EXPORT_OPSET,
-           info.onnx_nodes, info.graph_nodes, with_commas(info.params, params, sizeof params),
+           info.onnx_nodes, info.graph_nodes, format_with_commas(info.params, params, sizeof params),
            (double)info.bytes / 1e6);
     printf("input: input [batch, %d, %s] float32; output: %s", info.input_channels, size, info.output);
     if (info.nc >= 0) printf(" [batch, %d, anchors]", 4 + info.nc);

@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "nn/graph_svg.h"
 #include "nn/model.h"
+#include "nn/textbuf.h"
 #include "tensor/error.h"
 #include "train/checkpoint.h"
 
@@ -18,17 +19,6 @@ static const char *USAGE = "gelan graph CFG.yaml|WEIGHTS.safetensors --out FILE.
 static bool is_yaml(const char *path) {
     size_t n = strlen(path);
     return (n > 5 && !strcmp(path + n - 5, ".yaml")) || (n > 4 && !strcmp(path + n - 4, ".yml"));
-}
-
-static const char *commas(size_t v, char *buf, size_t len) {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%zu", v), o = 0;
-    for (int i = 0; i < n && o + 2 < (int)len; i++) {
-        if (i && (n - i) % 3 == 0) buf[o++] = ',';
-        buf[o++] = tmp[i];
-    }
-    buf[o] = '\0';
-    return buf;
 }
 
 static const char *from_text(const Layer *L, char *buf, size_t len) {
@@ -55,7 +45,7 @@ static void print_table(const Model *m, const GraphInfo *gi) {
         else
             snprintf(after, sizeof after, "dropped");
         printf("%5d  %-5s  %-26s %-14s %-16s %12s  %s\n", i, graph_role_name(gi->role[i]), from_text(L, f, sizeof f),
-               L->module, shape, commas(gi->params[i], num, sizeof num), after);
+               L->module, shape, format_with_commas(gi->params[i], num, sizeof num), after);
     }
     /* the head, head by head and level by level */
     const Detect *d = m->detect;
@@ -71,12 +61,13 @@ static void print_table(const Model *m, const GraphInfo *gi) {
         char from[16];
         snprintf(from, sizeof from, "%d", H->from[k]);
         printf("%5s  %-5s  %-26s %-14s %-16s %12s  %s\n", "", "", from, name, shape,
-               commas(graph_head_params(m, hd, l), num, sizeof num), hd == d->nheads - 1 ? "kept" : "dropped");
+               format_with_commas(graph_head_params(m, hd, l), num, sizeof num),
+               hd == d->nheads - 1 ? "kept" : "dropped");
     }
     char a[32], b[32];
     printf("%s: %d layers, %s parameters, %.2f GFLOPs at %dx%d; gelan convert keeps %d layers, %s parameters\n",
-           m->name, m->nlayers, commas(gi->total_params, a, sizeof a), gi->gflops, gi->w, gi->h, gi->kept_layers,
-           commas(gi->kept_params, b, sizeof b));
+           m->name, m->nlayers, format_with_commas(gi->total_params, a, sizeof a), gi->gflops, gi->w, gi->h,
+           gi->kept_layers, format_with_commas(gi->kept_params, b, sizeof b));
 }
 
 int cmd_graph(int argc, char **argv) {

@@ -818,6 +818,18 @@ void convert_graph_free(InferGraph *g) {
     memset(g, 0, sizeof *g);
 }
 
+int convert_graph_lookup(void *ctx, const char *name, InferTensor *out) {
+    const InferGraph *g = ctx;
+    for (int i = 0; i < g->ntensors; i++) {
+        if (strcmp(g->tensors[i].name, name)) continue;
+        out->data = g->tensors[i].data;
+        out->ndim = g->tensors[i].ndim;
+        for (int d = 0; d < out->ndim; d++) out->shape[d] = g->tensors[i].shape[d];
+        return 0;
+    }
+    return -1;
+}
+
 /* ---- files -------------------------------------------------------------------------- */
 
 char *convert_default_names(int nc) {

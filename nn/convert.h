@@ -21,6 +21,7 @@
 #ifndef GELAN_NN_CONVERT_H
 #define GELAN_NN_CONVERT_H
 
+#include "infer/infer.h"
 #include "nn/model.h"
 
 /* The single-branch YAML of src (malloc'd text; official syntax, same nc,
@@ -77,6 +78,10 @@ typedef struct {
  * weights are not 0..reg_max-1, which `detect` assumes). */
 int convert_graph(const Model *fused, InferGraph *g);
 void convert_graph_free(InferGraph *g);
+/* An InferLookup (infer/infer.h) over the InferGraph passed as ctx: its tensor
+ * `name`, for infer_model_build and onnx_export_graph. 0, or -1 when the graph
+ * has no such tensor. */
+int convert_graph_lookup(void *ctx, const char *name, InferTensor *out);
 
 /* Metadata of a convert output besides format and cfg. */
 typedef struct {

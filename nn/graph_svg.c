@@ -16,103 +16,48 @@
 #include "nn/graph_svg.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nn/convert.h"
+#include "nn/textbuf.h"
 #include "tensor/error.h"
 
-/* ---- growing text ------------------------------------------------------------------ */
-typedef struct {
-    char *s;
-    size_t len, cap;
-    bool oom;
-} Buf;
-
-static void put(Buf *b, const char *fmt, ...) GELAN_PRINTF(2, 3);
-static void put(Buf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = true;
-        return;
-    }
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 16384;
-        while (cap < b->len + (size_t)n + 1) cap *= 2;
-        char *s = realloc(b->s, cap);
-        if (!s) {
-            b->oom = true;
-            return;
-        }
-        b->s = s;
-        b->cap = cap;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
+/* ---- escapes (text into nn/textbuf.h) ----------------------------------------------- */
 /* s escaped for XML text and attribute values (also DOT strings: quote). */
-static void put_xml(Buf *b, const char *s) {
+static void put_xml(TextBuf *b, const char *s) {
     for (; *s; s++) {
         switch (*s) {
             case '&':
-                put(b, "&amp;");
+                textbuf_add(b, "&amp;");
                 break;
             case '<':
-                put(b, "&lt;");
+                textbuf_add(b, "&lt;");
                 break;
             case '>':
-                put(b, "&gt;");
+                textbuf_add(b, "&gt;");
                 break;
             case '"':
-                put(b, "&quot;");
+                textbuf_add(b, "&quot;");
                 break;
             case '\'':
-                put(b, "&apos;");
+                textbuf_add(b, "&apos;");
                 break;
             default:
-                if ((unsigned char)*s >= 32) put(b, "%c", *s);
+                if ((unsigned char)*s >= 32) textbuf_add(b, "%c", *s);
         }
     }
 }
 
-static void put_dot(Buf *b, const char *s) {
+static void put_dot(TextBuf *b, const char *s) {
     for (; *s; s++) {
         if (*s == '"' || *s == '\\')
-            put(b, "\\%c", *s);
+            textbuf_add(b, "\\%c", *s);
         else if ((unsigned char)*s >= 32)
-            put(b, "%c", *s);
+            textbuf_add(b, "%c", *s);
     }
-}
-
-static char *take(Buf *b) {
-    if (b->oom || !b->s) {
-        free(b->s);
-        gelan_error("graph: out of memory");
-        return NULL;
-    }
-    return b->s;
-}
-
-/* 2442640 -> "2,442,640" */
-static const char *commas(size_t v, char *buf, size_t len) {
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%zu", v), o = 0;
-    for (int i = 0; i < n && o + 2 < (int)len; i++) {
-        if (i && (n - i) % 3 == 0) buf[o++] = ',';
-        buf[o++] = tmp[i];
-    }
-    buf[o] = '\0';
-    return buf;
 }
 
 /* ---- roles and counts --------------------------------------------------------------- */
@@ -399,9 +344,9 @@ static int lane_for(Layout *Y, int g, double y0, double y1) {
 }
 
 /* An orthogonal path through pts with rounded corners. */
-static void put_path(Buf *b, const double *xy, int n) {
+static void put_path(TextBuf *b, const double *xy, int n) {
     const double R = 6;
-    put(b, " d=\"M%.1f %.1f", xy[0], xy[1]);
+    textbuf_add(b, " d=\"M%.1f %.1f", xy[0], xy[1]);
     for (int i = 1; i < n - 1; i++) {
         double px = xy[2 * i], py = xy[2 * i + 1];
         double ax = xy[2 * i - 2], ay = xy[2 * i - 1], bx = xy[2 * i + 2], by = xy[2 * i + 3];
@@ -411,9 +356,9 @@ static void put_path(Buf *b, const double *xy, int n) {
         if (r > lb / 2) r = lb / 2;
         double ux = la > 0 ? (px - ax) / la : 0, uy = la > 0 ? (py - ay) / la : 0;
         double vx = lb > 0 ? (bx - px) / lb : 0, vy = lb > 0 ? (by - py) / lb : 0;
-        put(b, " L%.1f %.1f Q%.1f %.1f %.1f %.1f", px - ux * r, py - uy * r, px, py, px + vx * r, py + vy * r);
+        textbuf_add(b, " L%.1f %.1f Q%.1f %.1f %.1f %.1f", px - ux * r, py - uy * r, px, py, px + vx * r, py + vy * r);
     }
-    put(b, " L%.1f %.1f\"", xy[2 * n - 2], xy[2 * n - 1]);
+    textbuf_add(b, " L%.1f %.1f\"", xy[2 * n - 2], xy[2 * n - 1]);
 }
 
 static const char *LEVEL_STROKE[] = {"#15803d", "#7e22ce", "#0e7490", "#a16207",
@@ -430,7 +375,7 @@ static const char *LEVEL_FILL[] = {"#dcfce7", "#f3e8ff", "#cffafe", "#fef3c7",
 
 /* One arrow from box src (-1: the image) into input k of layer dst, or into
  * detect cell `cell` (>= 0). */
-static void put_edge(Buf *b, Layout *Y, int src, int dst, int k, int cell) {
+static void put_edge(TextBuf *b, Layout *Y, int src, int dst, int k, int cell) {
     const Model *m = Y->m;
     const Place *s = place_of(Y, src);
     double sx0 = s->x0, sx1 = s->x0 + BOX_W, sym = s->y0 + BOX_H / 2.0;
@@ -449,10 +394,10 @@ static void put_edge(Buf *b, Layout *Y, int src, int dst, int k, int cell) {
         xy[n++] = gx, xy[n++] = bus;
         xy[n++] = cx, xy[n++] = bus;
         xy[n++] = cx, xy[n++] = c->y0 - 1;
-        put(b, "<path class=\"edge\" data-from=\"%d\" data-to=\"%d\" data-input=\"%d\" stroke=\"%s\"", src,
-            m->nlayers - 1, c->k, color);
+        textbuf_add(b, "<path class=\"edge\" data-from=\"%d\" data-to=\"%d\" data-input=\"%d\" stroke=\"%s\"", src,
+                    m->nlayers - 1, c->k, color);
         put_path(b, xy, n / 2);
-        put(b, " marker-end=\"url(#arrow-l%d)\"/>\n", c->level % 8);
+        textbuf_add(b, " marker-end=\"url(#arrow-l%d)\"/>\n", c->level % 8);
         return;
     }
     const Place *t = &Y->p[dst];
@@ -490,9 +435,10 @@ static void put_edge(Buf *b, Layout *Y, int src, int dst, int k, int cell) {
         }
         xy[n++] = tx, xy[n++] = tym;
     }
-    put(b, "<path class=\"edge\" data-from=\"%d\" data-to=\"%d\" data-input=\"%d\" stroke=\"%s\"", src, dst, k, color);
+    textbuf_add(b, "<path class=\"edge\" data-from=\"%d\" data-to=\"%d\" data-input=\"%d\" stroke=\"%s\"", src, dst, k,
+                color);
     put_path(b, xy, n / 2);
-    put(b, " marker-end=\"url(#%s)\"/>\n", marker);
+    textbuf_add(b, " marker-end=\"url(#%s)\"/>\n", marker);
 }
 
 /* ---- the SVG -------------------------------------------------------------------------- */
@@ -503,13 +449,13 @@ static void level_name(const Model *m, int l, char *buf, size_t len) {
     snprintf(buf, len, "P%d/%d", p, (int)(s + 0.5f));
 }
 
-static void put_text(Buf *b, double x, double y, const char *attrs, const char *text) {
-    put(b, "<text x=\"%.1f\" y=\"%.1f\"%s%s>", x, y, attrs ? " " : "", attrs ? attrs : "");
+static void put_text(TextBuf *b, double x, double y, const char *attrs, const char *text) {
+    textbuf_add(b, "<text x=\"%.1f\" y=\"%.1f\"%s%s>", x, y, attrs ? " " : "", attrs ? attrs : "");
     put_xml(b, text);
-    put(b, "</text>\n");
+    textbuf_add(b, "</text>\n");
 }
 
-static void put_box(Buf *b, const Layout *Y, int i) {
+static void put_box(TextBuf *b, const Layout *Y, int i) {
     const Model *m = Y->m;
     const Layer *L = &m->layers[i];
     const Place *p = &Y->p[i];
@@ -522,10 +468,10 @@ static void put_box(Buf *b, const Layout *Y, int i) {
     int o = 0;
     for (int k = 0; k < L->nfrom && o < (int)sizeof from - 8; k++)
         o += snprintf(from + o, sizeof from - o, k ? ", %d" : "%d", L->from[k]);
-    put(b, "<g id=\"layer-%d\" class=\"layer %s\">\n<title>", i, graph_role_name(r));
+    textbuf_add(b, "<g id=\"layer-%d\" class=\"layer %s\">\n<title>", i, graph_role_name(r));
     snprintf(buf, sizeof buf, "layer %d: %s %s, from %s%s%s; output %dx%dx%d; %s parameters; ", i, L->module, L->args,
              L->nfrom > 1 ? "[" : "", from, L->nfrom > 1 ? "]" : "", sh->c, sh->h, sh->w,
-             commas(Y->gi.params[i], num, sizeof num));
+             format_with_commas(Y->gi.params[i], num, sizeof num));
     put_xml(b, buf);
     if (r == GRAPH_AUX)
         put_xml(b, "auxiliary branch: dropped by gelan convert");
@@ -535,11 +481,11 @@ static void put_box(Buf *b, const Layout *Y, int i) {
         put_xml(b, buf);
     } else
         put_xml(b, "the image (dropped by gelan convert: nothing else reads it)");
-    put(b, "</title>\n");
-    put(b,
-        "<rect x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" rx=\"7\" fill=\"%s\" stroke=\"%s\" "
-        "stroke-width=\"%s\"/>\n",
-        p->x0, p->y0, BOX_W, BOX_H, fill, stroke, routing ? "3" : "1.4");
+    textbuf_add(b, "</title>\n");
+    textbuf_add(b,
+                "<rect x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" rx=\"7\" fill=\"%s\" stroke=\"%s\" "
+                "stroke-width=\"%s\"/>\n",
+                p->x0, p->y0, BOX_W, BOX_H, fill, stroke, routing ? "3" : "1.4");
     snprintf(buf, sizeof buf, "%d  %s", i, L->module);
     put_text(b, p->x0 + 8, p->y0 + 16, "class=\"name\"", buf);
     bool renumbered = Y->gi.kept_layers != m->nlayers || Y->gi.new_index[i] != i;
@@ -556,24 +502,25 @@ static void put_box(Buf *b, const Layout *Y, int i) {
     }
     put_text(b, p->x0 + 8, p->y0 + 31, "class=\"shape\"", buf);
     if (Y->gi.params[i]) {
-        snprintf(buf, sizeof buf, "%s params", commas(Y->gi.params[i], num, sizeof num));
+        snprintf(buf, sizeof buf, "%s params", format_with_commas(Y->gi.params[i], num, sizeof num));
         put_text(b, p->x0 + 8, p->y0 + 45, "class=\"params\"", buf);
     }
-    put(b, "</g>\n");
+    textbuf_add(b, "</g>\n");
 }
 
-static void put_detect(Buf *b, const Layout *Y) {
+static void put_detect(TextBuf *b, const Layout *Y) {
     const Model *m = Y->m;
     int D = m->nlayers - 1;
     const Layer *L = &m->layers[D];
     const Detect *d = m->detect;
     char buf[512], num[32], lv[32];
-    put(b, "<g id=\"layer-%d\" class=\"layer head\">\n<title>", D);
+    textbuf_add(b, "<g id=\"layer-%d\" class=\"layer head\">\n<title>", D);
     snprintf(buf, sizeof buf, "layer %d: %s %s; %s parameters", D, L->module, L->args,
-             commas(Y->gi.params[D], num, sizeof num));
+             format_with_commas(Y->gi.params[D], num, sizeof num));
     put_xml(b, buf);
-    put(b, "</title>\n");
-    put(b,
+    textbuf_add(b, "</title>\n");
+    textbuf_add(
+        b,
         "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" rx=\"9\" fill=\"#ffffff\" stroke=\"#334155\" "
         "stroke-width=\"1.6\"/>\n",
         Y->det_x0, Y->det_y0, Y->det_w, Y->det_h);
@@ -581,12 +528,13 @@ static void put_detect(Buf *b, const Layout *Y) {
         const Cell *c = &Y->cells[k];
         bool aux = c->head < d->nheads - 1;
         level_name(m, c->level, lv, sizeof lv);
-        put(b, "<g class=\"cell %s\" data-head=\"%d\" data-level=\"%d\">\n", aux ? "aux" : "main", c->head, c->level);
-        put(b,
-            "<rect x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" rx=\"6\" fill=\"%s\" stroke=\"%s\" "
-            "stroke-width=\"%s\"%s/>\n",
-            c->x0, c->y0, CELL_W, BOX_H, aux ? "#ffffff" : LEVEL_FILL[c->level % 8], LEVEL_STROKE[c->level % 8],
-            aux ? "2" : "1.6", aux ? " stroke-dasharray=\"5 3\"" : "");
+        textbuf_add(b, "<g class=\"cell %s\" data-head=\"%d\" data-level=\"%d\">\n", aux ? "aux" : "main", c->head,
+                    c->level);
+        textbuf_add(b,
+                    "<rect x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" rx=\"6\" fill=\"%s\" stroke=\"%s\" "
+                    "stroke-width=\"%s\"%s/>\n",
+                    c->x0, c->y0, CELL_W, BOX_H, aux ? "#ffffff" : LEVEL_FILL[c->level % 8], LEVEL_STROKE[c->level % 8],
+                    aux ? "2" : "1.6", aux ? " stroke-dasharray=\"5 3\"" : "");
         snprintf(buf, sizeof buf, "%s %s", model_head_name(m, c->head), lv);
         put_text(b, c->x0 + 8, c->y0 + 16, "class=\"name\"", buf);
         const LayerShape *in = c->src >= 0 ? &Y->gi.shape[c->src] : NULL;
@@ -595,10 +543,10 @@ static void put_detect(Buf *b, const Layout *Y) {
         else
             snprintf(buf, sizeof buf, "%d channels", d->no);
         put_text(b, c->x0 + 8, c->y0 + 31, "class=\"shape\"", buf);
-        snprintf(buf, sizeof buf, "%s params%s", commas(graph_head_params(m, c->head, c->level), num, sizeof num),
-                 aux ? ", dropped" : "");
+        snprintf(buf, sizeof buf, "%s params%s",
+                 format_with_commas(graph_head_params(m, c->head, c->level), num, sizeof num), aux ? ", dropped" : "");
         put_text(b, c->x0 + 8, c->y0 + 45, "class=\"params\"", buf);
-        put(b, "</g>\n");
+        textbuf_add(b, "</g>\n");
     }
     double ty = Y->det_y0 + 8 + BOX_H + 20;
     snprintf(buf, sizeof buf, "%d  %s: %d head%s x %d levels, %d classes, maps of 4x%d box + %d class channels", D,
@@ -613,7 +561,7 @@ static void put_detect(Buf *b, const Layout *Y) {
         snprintf(buf, sizeof buf, "one head (cv2 box, cv3 class, dfl): what inference runs");
     }
     put_text(b, Y->det_x0 + 12, ty + 17, "class=\"note\"", buf);
-    put(b, "</g>\n");
+    textbuf_add(b, "</g>\n");
 }
 
 typedef struct {
@@ -621,22 +569,22 @@ typedef struct {
     double w;
 } LegendItem;
 
-static void put_legend(Buf *b, const Layout *Y) {
+static void put_legend(TextBuf *b, const Layout *Y) {
     const Model *m = Y->m;
     const GraphInfo *gi = &Y->gi;
     char buf[512], a[32], c[32];
     snprintf(buf, sizeof buf, "%s: %d layers at %dx%d, %s parameters, %.2f GFLOPs", m->name, m->nlayers, gi->w, gi->h,
-             commas(gi->total_params, a, sizeof a), gi->gflops);
+             format_with_commas(gi->total_params, a, sizeof a), gi->gflops);
     put_text(b, MARGIN, 28, "class=\"title\"", buf);
     if (gi->kept_params < gi->total_params)
         snprintf(buf, sizeof buf,
                  "gelan convert keeps the main branch and head: %d layers, %s parameters; it drops %s parameters "
                  "(orange, dashed)",
-                 gi->kept_layers, commas(gi->kept_params, a, sizeof a),
-                 commas(gi->total_params - gi->kept_params, c, sizeof c));
+                 gi->kept_layers, format_with_commas(gi->kept_params, a, sizeof a),
+                 format_with_commas(gi->total_params - gi->kept_params, c, sizeof c));
     else
         snprintf(buf, sizeof buf, "a single-branch model: gelan convert keeps every layer (%s parameters)",
-                 commas(gi->kept_params, a, sizeof a));
+                 format_with_commas(gi->kept_params, a, sizeof a));
     put_text(b, MARGIN, 50, "class=\"sub\"", buf);
     LegendItem items[12];
     int n = 0;
@@ -659,10 +607,10 @@ static void put_legend(Buf *b, const Layout *Y) {
     }
     double x = MARGIN;
     for (int k = 0; k < n; k++) {
-        put(b,
-            "<rect x=\"%.1f\" y=\"66\" width=\"22\" height=\"14\" rx=\"3\" fill=\"%s\" stroke=\"%s\" "
-            "stroke-width=\"%.1f\"/>\n",
-            x, items[k].fill, items[k].stroke, items[k].w);
+        textbuf_add(b,
+                    "<rect x=\"%.1f\" y=\"66\" width=\"22\" height=\"14\" rx=\"3\" fill=\"%s\" stroke=\"%s\" "
+                    "stroke-width=\"%.1f\"/>\n",
+                    x, items[k].fill, items[k].stroke, items[k].w);
         put_text(b, x + 28, 78, "class=\"legend\"", items[k].text);
         x += 40 + 7.2 * (double)strlen(items[k].text);
     }
@@ -677,35 +625,38 @@ char *graph_svg(const Model *m, int h, int w) {
     memset(&Y, 0, sizeof Y);
     Y.m = m;
     if (graph_info(m, h, w, &Y.gi)) return NULL;
-    Buf b = {0};
+    TextBuf b = {0};
     if (layout(&Y)) goto fail;
-    put(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    put(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\">\n",
-        Y.width, Y.height, Y.width, Y.height);
-    put(&b, "<title>");
+    textbuf_add(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    textbuf_add(&b,
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\">\n",
+                Y.width, Y.height, Y.width, Y.height);
+    textbuf_add(&b, "<title>");
     put_xml(&b, m->name);
-    put(&b,
-        " (gelan graph)</title>\n<style>\n"
-        "text { font-family: 'DejaVu Sans', Helvetica, Arial, sans-serif; font-size: 11.5px; fill: #0f172a; }\n"
-        ".name { font-weight: bold; } .new { fill: #1d4ed8; font-weight: bold; } .shape { fill: #334155; }\n"
-        ".params { fill: #475569; font-size: 10.5px; } .title { font-size: 17px; font-weight: bold; }\n"
-        ".sub { font-size: 13px; } .legend { font-size: 12px; } .note { font-size: 11px; fill: #475569; }\n"
-        "path.edge { fill: none; stroke-width: 1.4; }\n</style>\n<defs>\n");
+    textbuf_add(&b,
+                " (gelan graph)</title>\n<style>\n"
+                "text { font-family: 'DejaVu Sans', Helvetica, Arial, sans-serif; font-size: 11.5px; fill: #0f172a; }\n"
+                ".name { font-weight: bold; } .new { fill: #1d4ed8; font-weight: bold; } .shape { fill: #334155; }\n"
+                ".params { fill: #475569; font-size: 10.5px; } .title { font-size: 17px; font-weight: bold; }\n"
+                ".sub { font-size: 13px; } .legend { font-size: 12px; } .note { font-size: 11px; fill: #475569; }\n"
+                "path.edge { fill: none; stroke-width: 1.4; }\n</style>\n<defs>\n");
     const char *mk[][2] = {{"arrow-main", EDGE_MAIN}, {"arrow-aux", AUX_STROKE}};
     for (int k = 0; k < 2; k++)
-        put(&b,
+        textbuf_add(
+            &b,
             "<marker id=\"%s\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" "
             "orient=\"auto\"><path d=\"M0 1 L10 5 L0 9 z\" fill=\"%s\"/></marker>\n",
             mk[k][0], mk[k][1]);
     for (int l = 0; l < 8; l++)
-        put(&b,
+        textbuf_add(
+            &b,
             "<marker id=\"arrow-l%d\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" "
             "orient=\"auto\"><path d=\"M0 1 L10 5 L0 9 z\" fill=\"%s\"/></marker>\n",
             l, LEVEL_STROKE[l]);
-    put(&b, "</defs>\n<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n");
+    textbuf_add(&b, "</defs>\n<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n");
     put_legend(&b, &Y);
     int D = m->nlayers - 1;
-    put(&b, "<g class=\"edges\">\n");
+    textbuf_add(&b, "<g class=\"edges\">\n");
     for (int i = 0; i < D; i++) {
         const Layer *L = &m->layers[i];
         if (L->kind == BLOCK_SILENCE) continue;
@@ -716,27 +667,28 @@ char *graph_svg(const Model *m, int h, int w) {
     }
     for (int c = 0; c < Y.ncells; c++)
         if (Y.cells[c].src >= -1) put_edge(&b, &Y, Y.cells[c].src, D, Y.cells[c].k, c);
-    put(&b, "</g>\n");
+    textbuf_add(&b, "</g>\n");
     if (Y.image_box) {
         char buf[64];
-        put(&b,
+        textbuf_add(
+            &b,
             "<g id=\"image\" class=\"layer input\">\n<rect x=\"%.1f\" y=\"%.1f\" width=\"%d\" height=\"%d\" rx=\"7\" "
             "fill=\"%s\" stroke=\"%s\" stroke-width=\"1.4\"/>\n",
             Y.image.x0, Y.image.y0, BOX_W, BOX_H, INPUT_FILL, INPUT_STROKE);
         put_text(&b, Y.image.x0 + 8, Y.image.y0 + 16, "class=\"name\"", "image");
         snprintf(buf, sizeof buf, "%d\xc3\x97%d\xc3\x97%d", m->ch, h, w);
         put_text(&b, Y.image.x0 + 8, Y.image.y0 + 31, "class=\"shape\"", buf);
-        put(&b, "</g>\n");
+        textbuf_add(&b, "</g>\n");
     }
     for (int i = 0; i < D; i++) put_box(&b, &Y, i);
     put_detect(&b, &Y);
-    put(&b, "</svg>\n");
+    textbuf_add(&b, "</svg>\n");
     if (Y.oom) b.oom = true;
     free(Y.p);
     free(Y.col_seg);
     free(Y.runs);
     graph_info_free(&Y.gi);
-    return take(&b);
+    return textbuf_take(&b, "graph");
 fail:
     free(Y.p);
     free(Y.col_seg);
@@ -750,18 +702,19 @@ fail:
 char *graph_dot(const Model *m, int h, int w) {
     GraphInfo gi;
     if (graph_info(m, h, w, &gi)) return NULL;
-    Buf b = {0};
+    TextBuf b = {0};
     char buf[512], num[32], num2[32], lv[32];
     int D = m->nlayers - 1;
     const Detect *d = m->detect;
-    put(&b, "digraph \"");
+    textbuf_add(&b, "digraph \"");
     put_dot(&b, m->name);
     snprintf(buf, sizeof buf, "%s: %d layers at %dx%d, %s parameters; gelan convert keeps %d layers, %s parameters",
-             m->name, m->nlayers, w, h, commas(gi.total_params, num, sizeof num), gi.kept_layers,
-             commas(gi.kept_params, num2, sizeof num2));
-    put(&b, "\" {\n  label=\"");
+             m->name, m->nlayers, w, h, format_with_commas(gi.total_params, num, sizeof num), gi.kept_layers,
+             format_with_commas(gi.kept_params, num2, sizeof num2));
+    textbuf_add(&b, "\" {\n  label=\"");
     put_dot(&b, buf);
-    put(&b,
+    textbuf_add(
+        &b,
         "\\nblue: main branch (kept), orange: auxiliary branch (dropped), dashed: auxiliary heads (dropped)\";\n"
         "  labelloc=t;\n  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\", fontsize=10];\n"
         "  edge [color=\"" EDGE_MAIN "\"];\n");
@@ -776,38 +729,40 @@ char *graph_dot(const Model *m, int h, int w) {
         if (gi.new_index[i] >= 0 && gi.kept_layers != m->nlayers)
             o += snprintf(buf + o, sizeof buf - o, " -> %d", gi.new_index[i]);
         o += snprintf(buf + o, sizeof buf - o, "\\n%dx%dx%d", s->c, s->h, s->w);
-        if (gi.params[i]) snprintf(buf + o, sizeof buf - o, "\\n%s params", commas(gi.params[i], num, sizeof num));
-        put(&b, "  L%d [label=\"%s\", fillcolor=\"%s\", color=\"%s\"%s];\n", i, buf, fill, stroke,
-            L->kind == BLOCK_CBLINEAR || L->kind == BLOCK_CBFUSE ? ", penwidth=3" : "");
+        if (gi.params[i])
+            snprintf(buf + o, sizeof buf - o, "\\n%s params", format_with_commas(gi.params[i], num, sizeof num));
+        textbuf_add(&b, "  L%d [label=\"%s\", fillcolor=\"%s\", color=\"%s\"%s];\n", i, buf, fill, stroke,
+                    L->kind == BLOCK_CBLINEAR || L->kind == BLOCK_CBFUSE ? ", penwidth=3" : "");
         if (L->kind == BLOCK_SILENCE) continue;
         for (int k = 0; k < L->nfrom; k++) {
             if (L->src[k] < 0) image_node = true;
             if (L->src[k] < 0)
-                put(&b, "  image -> L%d", i);
+                textbuf_add(&b, "  image -> L%d", i);
             else
-                put(&b, "  L%d -> L%d", L->src[k], i);
-            put(&b, "%s;\n", r == GRAPH_AUX ? " [color=\"" AUX_STROKE "\"]" : "");
+                textbuf_add(&b, "  L%d -> L%d", L->src[k], i);
+            textbuf_add(&b, "%s;\n", r == GRAPH_AUX ? " [color=\"" AUX_STROKE "\"]" : "");
         }
     }
     if (image_node)
-        put(&b, "  image [label=\"image\\n%dx%dx%d\", fillcolor=\"%s\", color=\"%s\"];\n", m->ch, h, w, INPUT_FILL,
-            INPUT_STROKE);
+        textbuf_add(&b, "  image [label=\"image\\n%dx%dx%d\", fillcolor=\"%s\", color=\"%s\"];\n", m->ch, h, w,
+                    INPUT_FILL, INPUT_STROKE);
     const Layer *H = &m->layers[D];
     for (int k = 0; k < H->nfrom; k++) {
         int hd = k / d->nl, l = k % d->nl;
         bool aux = hd < d->nheads - 1;
         level_name(m, l, lv, sizeof lv);
-        put(&b,
-            "  L%d_%d [label=\"%d %s\\n%s %s\\n%s params\", fillcolor=\"%s\", color=\"%s\", "
-            "style=\"rounded,filled%s\"];\n",
-            D, k, D, H->module, model_head_name(m, hd), lv, commas(graph_head_params(m, hd, l), num, sizeof num),
-            aux ? "#ffffff" : LEVEL_FILL[l % 8], LEVEL_STROKE[l % 8], aux ? ",dashed" : "");
+        textbuf_add(&b,
+                    "  L%d_%d [label=\"%d %s\\n%s %s\\n%s params\", fillcolor=\"%s\", color=\"%s\", "
+                    "style=\"rounded,filled%s\"];\n",
+                    D, k, D, H->module, model_head_name(m, hd), lv,
+                    format_with_commas(graph_head_params(m, hd, l), num, sizeof num),
+                    aux ? "#ffffff" : LEVEL_FILL[l % 8], LEVEL_STROKE[l % 8], aux ? ",dashed" : "");
         if (H->src[k] < 0)
-            put(&b, "  image -> L%d_%d [color=\"%s\"];\n", D, k, LEVEL_STROKE[l % 8]);
+            textbuf_add(&b, "  image -> L%d_%d [color=\"%s\"];\n", D, k, LEVEL_STROKE[l % 8]);
         else
-            put(&b, "  L%d -> L%d_%d [color=\"%s\"];\n", H->src[k], D, k, LEVEL_STROKE[l % 8]);
+            textbuf_add(&b, "  L%d -> L%d_%d [color=\"%s\"];\n", H->src[k], D, k, LEVEL_STROKE[l % 8]);
     }
-    put(&b, "}\n");
+    textbuf_add(&b, "}\n");
     graph_info_free(&gi);
-    return take(&b);
+    return textbuf_take(&b, "graph");
 }

@@ -9,7 +9,6 @@
 
 #include "autograd/ops.h"
 #include "tensor/error.h"
-#include "tensor/safetensors.h"
 
 static char *dupstr(const char *s) {
     size_t n = strlen(s) + 1;
@@ -950,26 +949,4 @@ int model_eval_outputs(const Model *m, const ModelOutput *o, NamedTensorFn fn, v
         }
     }
     return 0;
-}
-
-/* ---- weights files with metadata ---------------------------------------------------- */
-
-int model_save_weights_meta(const Model *m, const ModelMeta *meta, int nmeta, const char *path) {
-    StWriter *w = st_writer_new();
-    if (!w) return -1;
-    char nc[32];
-    snprintf(nc, sizeof nc, "%d", m->nc);
-    int rc = st_writer_set_metadata(w, "format", "gelan-weights/1");
-    if (!rc) rc = st_writer_set_metadata(w, "cfg", m->yaml);
-    if (!rc) rc = st_writer_set_metadata(w, "nc", nc);
-    for (int i = 0; !rc && i < nmeta; i++)
-        if (meta[i].value) rc = st_writer_set_metadata(w, meta[i].key, meta[i].value);
-    for (int i = 0; !rc && i < m->nparams; i++)
-        rc = st_writer_add_f32(w, m->params[i].name, m->params[i].t->ndim, m->params[i].t->shape, m->params[i].t->data);
-    for (int i = 0; !rc && i < m->nbuffers; i++)
-        rc = st_writer_add_f32(w, m->buffers[i].name, m->buffers[i].t->ndim, m->buffers[i].t->shape,
-                               m->buffers[i].t->data);
-    if (!rc) rc = st_writer_save(w, path);
-    st_writer_free(w);
-    return rc;
 }

@@ -160,7 +160,7 @@ int model_num_modules(const Model *m);
  * error; nothing is changed then. */
 int model_load_weights(Model *m, const char *path);
 /* Writes the model's parameters and buffers as `model.*` F32 tensors with
- * metadata format=gelan-weights/1 and cfg=<the YAML text>. */
+ * metadata format=gelan-weights/1, cfg=<the YAML text> and nc. */
 int model_save_weights(const Model *m, const char *path);
 /* A model from a weights file: its `cfg` metadata when present, else cfg_path
  * (which may also override it). */
@@ -172,7 +172,7 @@ typedef struct {
 } ModelMeta;
 /* model_save_weights for a model made from another (convert --no-fuse,
  * prune): format=gelan-weights/1, cfg, nc, then meta[] in order (an entry
- * whose value is NULL is left out). Atomic. (nn/model.c) */
+ * whose value is NULL is left out). Atomic. */
 int model_save_weights_meta(const Model *m, const ModelMeta *meta, int nmeta, const char *path);
 
 #endif

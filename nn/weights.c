@@ -117,11 +117,16 @@ int model_load_weights(Model *m, const char *path) {
     return rc;
 }
 
-int model_save_weights(const Model *m, const char *path) {
+int model_save_weights_meta(const Model *m, const ModelMeta *meta, int nmeta, const char *path) {
     StWriter *w = st_writer_new();
     if (!w) return -1;
+    char nc[32];
+    snprintf(nc, sizeof nc, "%d", m->nc);
     int rc = st_writer_set_metadata(w, "format", "gelan-weights/1");
     if (!rc) rc = st_writer_set_metadata(w, "cfg", m->yaml);
+    if (!rc) rc = st_writer_set_metadata(w, "nc", nc);
+    for (int i = 0; !rc && i < nmeta; i++)
+        if (meta[i].value) rc = st_writer_set_metadata(w, meta[i].key, meta[i].value);
     for (int i = 0; !rc && i < m->nparams; i++)
         rc = st_writer_add_f32(w, m->params[i].name, m->params[i].t->ndim, m->params[i].t->shape, m->params[i].t->data);
     for (int i = 0; !rc && i < m->nbuffers; i++)
@@ -131,6 +136,8 @@ int model_save_weights(const Model *m, const char *path) {
     st_writer_free(w);
     return rc;
 }
+
+int model_save_weights(const Model *m, const char *path) { return model_save_weights_meta(m, NULL, 0, path); }
 
 Model *model_load(const char *weights_path, const char *cfg_path, const ModelOptions *opt) {
     SafeTensors *st = st_open(weights_path);

@@ -58,7 +58,7 @@ static void check_graph(Model *single, const Tensor *x, const Tensor *want) {
     InferGraph g;
     CU_ASSERT_OK(convert_graph(single, &g));
     if (!g.text) return;
-    InferModel *im = infer_model_build(g.text, NULL, graph_tensor_lookup, &g);
+    InferModel *im = infer_model_build(g.text, NULL, convert_graph_lookup, &g);
     check_infer(im, x, want, "runtime");
     if (im) {
         CU_ASSERT_EQUAL(infer_model_layers(im), g.nnodes);
@@ -298,7 +298,7 @@ static void test_slim_params(void) {
         CU_ASSERT_EQUAL(model_num_params(dst), 5362432);
         InferGraph g;
         CU_ASSERT_OK(convert_graph(dst, &g));
-        InferModel *im = g.text ? infer_model_build(g.text, NULL, graph_tensor_lookup, &g) : NULL;
+        InferModel *im = g.text ? infer_model_build(g.text, NULL, convert_graph_lookup, &g) : NULL;
         CU_ASSERT_NONNULL_OK(im);
         if (im) CU_ASSERT_EQUAL(infer_model_params(im), 5362432 - 16);
         printf("\n    yolov9-c-slim -> %zu parameters fused, graph %d nodes", model_num_params(dst), g.nnodes);

@@ -171,18 +171,6 @@ static float *random_input(size_t n, uint64_t seed) {
     return x;
 }
 
-static int graph_lookup(void *ctx, const char *name, InferTensor *out) {
-    const InferGraph *g = ctx;
-    for (int i = 0; i < g->ntensors; i++) {
-        if (strcmp(g->tensors[i].name, name)) continue;
-        out->data = g->tensors[i].data;
-        out->ndim = g->tensors[i].ndim;
-        for (int d = 0; d < out->ndim; d++) out->shape[d] = g->tensors[i].shape[d];
-        return 0;
-    }
-    return -1;
-}
-
 static Tensor *read_tensor(const char *path, const char *name) {
     SafeTensors *st = st_open(path);
     const StTensorInfo *ti = st ? st_find(st, name) : NULL;
@@ -290,13 +278,13 @@ static void test_golden_t(void) {
     const char *onnx = tmp_path("t.onnx");
     char *names = convert_default_names(80);
     OnnxExportInfo info;
-    if (g.text) CU_ASSERT_OK(onnx_export_graph(g.text, names, graph_lookup, &g, NULL, onnx, &info));
+    if (g.text) CU_ASSERT_OK(onnx_export_graph(g.text, names, convert_graph_lookup, &g, NULL, onnx, &info));
     if (g.text) {
         CU_ASSERT_EQUAL(info.graph_nodes, g.nnodes);
         CU_ASSERT_EQUAL(info.params, (size_t)2407616); /* the fused gelan-t without the fixed DFL weights */
         CU_ASSERT_EQUAL(onnx_check(onnx), 0);
     }
-    InferModel *im = g.text ? infer_model_build(g.text, names, graph_lookup, &g) : NULL;
+    InferModel *im = g.text ? infer_model_build(g.text, names, convert_graph_lookup, &g) : NULL;
     Tensor *x = read_tensor(golden_path(gcase, "input.safetensors"), "input");
     Tensor *want = read_tensor(golden_path(gcase, "expected.safetensors"), "reparam.pred");
     CU_ASSERT_NONNULL_OK(x);
@@ -338,9 +326,9 @@ static void test_gelan_c_640(void) {
     CU_ASSERT_OK(convert_graph(m, &g));
     const char *onnx = tmp_path("c.onnx");
     OnnxExportInfo info;
-    if (g.text) CU_ASSERT_OK(onnx_export_graph(g.text, NULL, graph_lookup, &g, NULL, onnx, &info));
+    if (g.text) CU_ASSERT_OK(onnx_export_graph(g.text, NULL, convert_graph_lookup, &g, NULL, onnx, &info));
     if (g.text) CU_ASSERT_EQUAL(onnx_check(onnx), 0);
-    InferModel *im = g.text ? infer_model_build(g.text, NULL, graph_lookup, &g) : NULL;
+    InferModel *im = g.text ? infer_model_build(g.text, NULL, convert_graph_lookup, &g) : NULL;
     float *x = random_input(3 * 640 * 640, 9);
     printf("\n    ");
     if (im && x) compare_ort(onnx, im, x, 1, 3, 640, 640, "gelan-c random");
@@ -676,15 +664,15 @@ static void test_int8_model(void) {
     if (!rc) {
         int nconv = count_lines(g.text, "conv "), nqconv = count_lines(g.text, "qconv ");
         CU_ASSERT(nq > 150 && nqconv == nq);
-        CU_ASSERT_OK(onnx_export_graph(g.text, NULL, graph_lookup, &g, NULL, onnx, &info));
+        CU_ASSERT_OK(onnx_export_graph(g.text, NULL, convert_graph_lookup, &g, NULL, onnx, &info));
         CU_ASSERT_EQUAL(info.qconvs, nq);
         CU_ASSERT_EQUAL(onnx_check_out(onnx, out, sizeof out), 0);
         qdq_counts(out, &int8, &convs, &quantizers);
         CU_ASSERT_EQUAL(int8, nq);
         CU_ASSERT_EQUAL(convs, nconv + nqconv);
         CU_ASSERT(quantizers > 0 && quantizers < nq); /* a level's box and class branches share one */
-        CU_ASSERT_NONNULL_OK(im = infer_model_build(g.text, NULL, graph_lookup, &g));
-        CU_ASSERT_NONNULL_OK(fm = infer_model_build(gf.text, NULL, graph_lookup, &gf));
+        CU_ASSERT_NONNULL_OK(im = infer_model_build(g.text, NULL, convert_graph_lookup, &g));
+        CU_ASSERT_NONNULL_OK(fm = infer_model_build(gf.text, NULL, convert_graph_lookup, &gf));
     }
     if (im && fm) {
         float *x = random_input(2 * 3 * 96 * 128, 5);
@@ -744,7 +732,7 @@ static void test_refused(void) {
     GraphTensor t[2] = {{.name = "w", .ndim = 4, .shape = {4, 3, 1, 1}, .data = w},
                         {.name = "b", .ndim = 1, .shape = {4}, .data = b}};
     g.tensors = t, g.ntensors = 2;
-    CU_ASSERT_EQUAL(onnx_export_graph(bad, NULL, graph_lookup, &g, NULL, out, NULL), -1);
+    CU_ASSERT_EQUAL(onnx_export_graph(bad, NULL, convert_graph_lookup, &g, NULL, out, NULL), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(gelan_last_error(), "'shuffle'"));
     CU_ASSERT_PTR_NOT_NULL(strstr(gelan_last_error(), "export"));
     printf("\n    refused: %s", gelan_last_error());
@@ -754,7 +742,7 @@ static void test_refused(void) {
        one the runtime does not know either: refused and named the same way when nothing is at the
        output path yet, and nothing is left there, not even a temporary */
     const char *fresh = tmp_path("fresh.onnx");
-    CU_ASSERT_EQUAL(onnx_export_graph(bad, NULL, graph_lookup, &g, NULL, fresh, NULL), -1);
+    CU_ASSERT_EQUAL(onnx_export_graph(bad, NULL, convert_graph_lookup, &g, NULL, fresh, NULL), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(gelan_last_error(), "'shuffle'"));
     CU_ASSERT_NOT_EQUAL(access(fresh, F_OK), 0);
     CU_ASSERT(no_temporaries());
@@ -782,10 +770,11 @@ static void test_refused(void) {
 
     /* a directory that does not exist: an error, nothing created */
     const char *good = "conv x1 input c=4 k=1 w=w b=b\n";
-    CU_ASSERT_EQUAL(onnx_export_graph(good, NULL, graph_lookup, &g, NULL, tmp_path("no/such/dir.onnx"), NULL), -1);
+    CU_ASSERT_EQUAL(onnx_export_graph(good, NULL, convert_graph_lookup, &g, NULL, tmp_path("no/such/dir.onnx"), NULL),
+                    -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(gelan_last_error(), "no/such/dir.onnx"));
     /* and the good graph exports over the existing file */
-    CU_ASSERT_OK(onnx_export_graph(good, NULL, graph_lookup, &g, NULL, out, NULL));
+    CU_ASSERT_OK(onnx_export_graph(good, NULL, convert_graph_lookup, &g, NULL, out, NULL));
     CU_ASSERT_FALSE(file_is(out, "an existing file"));
     CU_ASSERT_EQUAL(onnx_check(out), 0);
     CU_ASSERT(no_temporaries());

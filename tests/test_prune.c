@@ -258,7 +258,7 @@ static void check_runtime(const Model *pruned, const Tensor *x, const Tensor *wa
     CU_ASSERT_OK(model_fuse(single));
     InferGraph g;
     CU_ASSERT_OK(convert_graph(single, &g));
-    InferModel *im = g.text ? infer_model_build(g.text, NULL, graph_tensor_lookup, &g) : NULL;
+    InferModel *im = g.text ? infer_model_build(g.text, NULL, convert_graph_lookup, &g) : NULL;
     CU_ASSERT_NONNULL_OK(im);
     if (im) {
         InferShape os;

@@ -106,17 +106,6 @@ void randomize_bn_stats(Model *m, uint64_t seed, float mean_range) {
     }
 }
 
-int graph_tensor_lookup(void *ctx, const char *name, InferTensor *out) {
-    const InferGraph *g = ctx;
-    for (int i = 0; i < g->ntensors; i++) {
-        if (strcmp(g->tensors[i].name, name)) continue;
-        out->data = g->tensors[i].data;
-        out->ndim = g->tensors[i].ndim;
-        for (int d = 0; d < out->ndim; d++) out->shape[d] = g->tensors[i].shape[d];
-        return 0;
-    }
-    return -1;
-}
 
 void quick_train_options(TrainOptions *o, const char *data, const char *project, const char *name) {
     train_options_default(o);

@@ -7,7 +7,6 @@
 
 #include <stdint.h>
 
-#include "infer/infer.h"
 #include "nn/model.h"
 #include "train/trainer.h"
 
@@ -20,8 +19,6 @@ Tensor *random_image_batch(int n, int c, int h, int w, uint64_t seed);
  * (gamma in [0.5, 1.5), beta in [-0.2, 0.2), mean in [-mean_range, mean_range),
  * var in [0.5, 2)), so that folding or evaluating BN is not the identity. */
 void randomize_bn_stats(Model *m, uint64_t seed, float mean_range);
-/* InferLookup over an InferGraph (nn/convert.h) passed as ctx: its tensors by name. */
-int graph_tensor_lookup(void *ctx, const char *name, InferTensor *out);
 /* train_options_default with a short run's settings: data, project/name
  * (exist_ok), 64-pixel images, batch 4, one loader thread, no close-mosaic. */
 void quick_train_options(TrainOptions *o, const char *data, const char *project, const char *name);
