@@ -12,6 +12,9 @@
  *     of one (the last is timed: warm caches), then B of the other, --runs
  *     times. On a machine shared with other jobs both then see the same load;
  *     the ratio is the median of the per-pair ratios;
+ *   - gelan-infer int8: the same model quantized as `gelan quantize` + `gelan
+ *     convert` do (percentile ranges from 2 random images), timed in the same
+ *     bursts right after the fp32 model; the last column is int8 / fp32;
  *   - PyTorch: tools/bench_model_torch.py (python3-torch, the official fuse()),
  *     median of its runs, started right after.
  * Times are medians over --runs runs (after --warmup) of every --rounds round;
@@ -30,10 +33,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "autograd/tape.h"
 #include "export/onnx_export.h"
 #include "infer/infer.h"
+#include "nn/calibrate.h"
 #include "nn/convert.h"
 #include "nn/model.h"
+#include "nn/quant.h"
+#include "tensor/rng.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 
@@ -107,7 +114,7 @@ static double run_median(const char *cmd, const char *key) {
 typedef struct {
     const char *name, *cfg;
     Model *model;
-    InferGraph graph;
+    InferGraph graph, graph8; /* fp32, int8 */
     char onnx[512];
 } Net;
 
@@ -117,6 +124,43 @@ static int net_build(Net *n, const char *dir) {
     if (!n->model || model_fuse(n->model) || convert_graph(n->model, &n->graph)) return -1;
     snprintf(n->onnx, sizeof n->onnx, "%s/%s.onnx", dir, n->name);
     return onnx_export_graph(n->graph.text, NULL, convert_graph_lookup, &n->graph, NULL, n->onnx, NULL);
+}
+
+/* Calibration batches for the int8 model: random images (the speed of an int8 model does
+ * not depend on its scales; force accepts whatever ranges random weights give). */
+static int random_batch(void *ctx, int i, Tensor **images) {
+    Tensor **t = ctx;
+    Rng r;
+    rng_seed(&r, 100 + (uint64_t)i);
+    for (size_t j = 0; j < (*t)->numel; j++) (*t)->data[j] = rng_uniform(&r);
+    *images = *t;
+    return 0;
+}
+
+/* The same model quantized the way `gelan quantize` + `gelan convert` do it (default
+ * exclusions, percentile calibration on 2 random 160x160 images), as an int8 graph. */
+static int net_build_int8(Net *n) {
+    ModelOptions opt = {.nc = 0, .seed = 2024};
+    Model *m = model_build_file(n->cfg, &opt);
+    Tape *t = tape_new();
+    int shape[4] = {1, 3, 160, 160};
+    Tensor *img = tensor_new(4, shape);
+    QatOptions qo;
+    qat_options_default(&qo, 1);
+    CalibOptions co;
+    calib_options_default(&co);
+    co.force = true;
+    CalibReport rep = {0};
+    int rc = m && t && img ? 0 : -1;
+    if (!rc) rc = model_qat_enable(m, &qo);
+    if (!rc) rc = calibrate_model(m, t, 2, random_batch, &img, &co, &rep);
+    if (!rc) rc = model_qat_fold(m);
+    if (!rc) rc = convert_graph(m, &n->graph8);
+    calib_report_free(&rep);
+    tensor_free(img);
+    tape_free(t);
+    model_free(m);
+    return rc;
 }
 
 /* ---- gelan-infer in-process ------------------------------------------------------------ */
@@ -358,7 +402,7 @@ int main(int argc, char **argv) {
     mkdir(dir, 0755);
     int rc = 0;
     for (int i = 0; i < nn; i++)
-        if (net_build(&nets[i], dir)) {
+        if (net_build(&nets[i], dir) || net_build_int8(&nets[i])) {
             fprintf(stderr, "%s: %s\n", nets[i].name, gelan_last_error());
             return 1;
         }
@@ -366,6 +410,7 @@ int main(int argc, char **argv) {
     /* every timed pair of each cell [net][img][threads], and PyTorch's median per round */
     typedef struct {
         double ours[MAX_ROUNDS * MAX_RUNS], ort[MAX_ROUNDS * MAX_RUNS], ratio[MAX_ROUNDS * MAX_RUNS];
+        double ours8[MAX_ROUNDS * MAX_RUNS]; /* gelan-infer int8 */
         double ours_cpu[MAX_ROUNDS * MAX_RUNS], ort_cpu[MAX_ROUNDS * MAX_RUNS], cpu_ratio[MAX_ROUNDS * MAX_RUNS];
         double torch[MAX_ROUNDS];
     } Cell;
@@ -376,9 +421,10 @@ int main(int argc, char **argv) {
     /* one pool per thread count, each started once */
     for (int t = 0; t < nthr; t++) {
         pool_init(threads[t]);
-        InferModel *ms[2] = {NULL, NULL};
+        InferModel *ms[2] = {NULL, NULL}, *ms8[2] = {NULL, NULL};
         for (int k = 0; k < nn; k++)
-            if (!(ms[k] = infer_model_build(nets[k].graph.text, NULL, convert_graph_lookup, &nets[k].graph))) {
+            if (!(ms[k] = infer_model_build(nets[k].graph.text, NULL, convert_graph_lookup, &nets[k].graph)) ||
+                !(ms8[k] = infer_model_build(nets[k].graph8.text, NULL, convert_graph_lookup, &nets[k].graph8))) {
                 fprintf(stderr, "%s: %s\n", nets[k].name, gelan_last_error());
                 return 1;
             }
@@ -395,11 +441,13 @@ int main(int argc, char **argv) {
                     int have_ort = ort && ort_start(&c, nets[k].onnx, img, threads[t]) == 0;
                     if (ort && !have_ort) fprintf(stderr, "ONNX Runtime co-process failed to start\n");
                     double cpu;
-                    for (int i = 0; in && i < warmup; i++) ours_once(ms[k], in, img, &cpu);
+                    for (int i = 0; in && i < warmup; i++) ours_once(ms[k], in, img, &cpu), ours_once(ms8[k], in, img, &cpu);
                     if (have_ort && warmup && ort_runs(&c, warmup, &cpu) < 0) have_ort = 0;
                     for (int i = i0; i < i0 + runs; i++) { /* a burst of each, the last run timed (warm caches) */
                         C->ours[i] = C->ort[i] = C->ratio[i] = C->ours_cpu[i] = C->ort_cpu[i] = C->cpu_ratio[i] = -1;
+                        C->ours8[i] = -1;
                         for (int j = 0; in && j < burst; j++) C->ours[i] = ours_once(ms[k], in, img, &C->ours_cpu[i]);
+                        for (int j = 0; in && j < burst; j++) C->ours8[i] = ours_once(ms8[k], in, img, &cpu);
                         if (!have_ort) continue;
                         usleep(PAUSE_US);
                         C->ort[i] = ort_runs(&c, burst, &C->ort_cpu[i]);
@@ -444,7 +492,7 @@ int main(int argc, char **argv) {
                     append_output(cmd, &profiles[k]);
                 }
             }
-        for (int k = 0; k < nn; k++) infer_model_free(ms[k]);
+        for (int k = 0; k < nn; k++) infer_model_free(ms[k]), infer_model_free(ms8[k]);
         pool_shutdown();
     }
 
@@ -459,8 +507,8 @@ int main(int argc, char **argv) {
         load_max, (int)sysconf(_SC_NPROCESSORS_ONLN));
     printf(
         "| model | img | threads | GFLOPs | gelan-infer ms | ORT ms | gelan-infer / ORT | gelan-infer CPU ms | "
-        "ORT CPU ms | CPU ratio | PyTorch ms | gelan-infer / PyTorch |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        "ORT CPU ms | CPU ratio | PyTorch ms | gelan-infer / PyTorch | gelan-infer int8 ms | int8 / fp32 |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     int n = rounds * runs;
     for (int k = 0; k < nn; k++) {
         InferModel *m = infer_model_build(nets[k].graph.text, NULL, convert_graph_lookup, &nets[k].graph);
@@ -476,8 +524,9 @@ int main(int argc, char **argv) {
                 else
                     snprintf(xs, sizeof xs, "- | - | %.1f | - | -", oc);
                 if (p > 0) snprintf(ps, sizeof ps, "%.1f | %.2f", p, o / p);
-                printf("| %s | %d | %d | %.1f | %.1f | %s | %s |\n", nets[k].name, imgs[s], threads[t],
-                       m ? infer_model_flops(m, imgs[s], imgs[s]) / 1e9 : 0, o, xs, ps);
+                double o8 = median(C->ours8, n);
+                printf("| %s | %d | %d | %.1f | %.1f | %s | %s | %.1f | %.2f |\n", nets[k].name, imgs[s], threads[t],
+                       m ? infer_model_flops(m, imgs[s], imgs[s]) / 1e9 : 0, o, xs, ps, o8, o8 / o);
                 if (o < 0) rc = 1;
             }
         infer_model_free(m);
@@ -489,6 +538,7 @@ int main(int argc, char **argv) {
     for (int k = 0; k < nn; k++) {
         if (!keep) unlink(nets[k].onnx);
         convert_graph_free(&nets[k].graph);
+        convert_graph_free(&nets[k].graph8);
         model_free(nets[k].model);
     }
     if (!keep) rmdir(dir);
