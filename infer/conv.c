@@ -107,65 +107,75 @@ typedef struct {
 } Geom;
 
 /* Packs rows k0..k0+kc of col, pixels n0..n0+ncols, into panels of nr pixels
- * (b[panel][row][nr], pixels past ncols zero). A panel's pixels fall into at
- * most a few output rows ("segments"); inside a segment, with stride 1, the
- * source is one contiguous input row run flanked by zero padding. */
+ * (b[panel][row][nr], pixels past ncols zero). Each row of col is gathered whole
+ * for the block first (one long, vectorisable loop per output-row segment: the
+ * block's pixels fall into a few output rows, and inside one, with stride 1, the
+ * source is a contiguous input run flanked by zero padding), then cut into the
+ * panels: short per-panel loops cost more than the copying when a conv has few
+ * output channels to spend each packed value on. */
 static void pack_b(const Geom *g, const float *in, int k0, int kc, int n0, int ncols, int nr, float *bp) {
     size_t hw = (size_t)g->h * g->w;
     int kk = g->k * g->k;
-    int pointwise = g->k == 1 && g->s == 1 && g->p == 0;
-    for (int j0 = 0; j0 < ncols; j0 += nr) {
-        float *dst = bp + (size_t)(j0 / nr) * kc * nr;
-        int cnt = ncols - j0 < nr ? ncols - j0 : nr;
-        if (pointwise) { /* col row = input plane */
-            for (int t = 0; t < kc; t++) {
-                memcpy(dst + (size_t)t * nr, in + (k0 + t) * hw + n0 + j0, sizeof(float) * cnt);
-                memset(dst + (size_t)t * nr + cnt, 0, sizeof(float) * (nr - cnt));
-            }
-            continue;
-        }
-        int seg_oy[64], seg_ox[64], seg_len[64], nseg = 0; /* nr <= 63 */
-        for (int off = 0, pix = n0 + j0; off < cnt; nseg++) {
-            int oy = pix / g->ow, ox = pix % g->ow;
-            int len = g->ow - ox < cnt - off ? g->ow - ox : cnt - off;
-            seg_oy[nseg] = oy, seg_ox[nseg] = ox, seg_len[nseg] = len;
-            pix += len, off += len;
-        }
-        int ci = k0 / kk, r = k0 % kk, ky = r / g->k, kx = r % g->k;
+    int npanels = (ncols + nr - 1) / nr, tail = ncols - (npanels - 1) * nr;
+    if (g->k == 1 && g->s == 1 && g->p == 0) { /* pointwise: col row = input plane */
         for (int t = 0; t < kc; t++) {
-            float *drow = dst + (size_t)t * nr;
-            const float *plane = in + ci * hw;
-            for (int sgi = 0; sgi < nseg; sgi++) {
-                int len = seg_len[sgi];
-                int iy = seg_oy[sgi] * g->s - g->p + ky * g->d;
-                int ix0 = seg_ox[sgi] * g->s - g->p + kx * g->d;
-                if (iy < 0 || iy >= g->h) {
-                    memset(drow, 0, sizeof(float) * len);
-                    drow += len;
-                    continue;
-                }
-                /* columns q with 0 <= ix0 + q*s < w are copied, the rest is padding */
-                int lo = ix0 < 0 ? (-ix0 + g->s - 1) / g->s : 0;
-                int hi = ix0 > g->w - 1 ? 0 : (g->w - 1 - ix0) / g->s + 1;
-                if (hi > len) hi = len;
-                if (lo > hi) lo = hi;
-                const float *src = plane + (size_t)iy * g->w + ix0;
-                for (int q = 0; q < lo; q++) drow[q] = 0.f;
-                if (g->s == 1) {
-                    memcpy(drow + lo, src + lo, sizeof(float) * (hi - lo));
-                } else if (g->s == 2) { /* a constant stride lets the compiler vectorise the gather */
-                    for (int q = lo; q < hi; q++) drow[q] = src[2 * q];
-                } else {
-                    for (int q = lo; q < hi; q++) drow[q] = src[q * g->s];
-                }
-                for (int q = hi; q < len; q++) drow[q] = 0.f;
+            const float *src = in + (k0 + t) * hw + n0;
+            for (int jp = 0; jp < npanels; jp++) {
+                float *d = bp + ((size_t)jp * kc + t) * nr;
+                int cnt = jp == npanels - 1 ? tail : nr;
+                memcpy(d, src + (size_t)jp * nr, sizeof(float) * cnt);
+                if (cnt < nr) memset(d + cnt, 0, sizeof(float) * (nr - cnt));
+            }
+        }
+        return;
+    }
+    int seg_oy[NC_MAX], seg_ox[NC_MAX], seg_len[NC_MAX], nseg = 0; /* ncols <= NC_MAX */
+    for (int off = 0, pix = n0; off < ncols; nseg++) {
+        int oy = pix / g->ow, ox = pix % g->ow;
+        int len = g->ow - ox < ncols - off ? g->ow - ox : ncols - off;
+        seg_oy[nseg] = oy, seg_ox[nseg] = ox, seg_len[nseg] = len;
+        pix += len, off += len;
+    }
+    float row[NC_MAX];
+    int ci = k0 / kk, r = k0 % kk, ky = r / g->k, kx = r % g->k;
+    for (int t = 0; t < kc; t++) {
+        const float *plane = in + ci * hw;
+        float *drow = row;
+        for (int sgi = 0; sgi < nseg; sgi++) {
+            int len = seg_len[sgi];
+            int iy = seg_oy[sgi] * g->s - g->p + ky * g->d;
+            int ix0 = seg_ox[sgi] * g->s - g->p + kx * g->d;
+            if (iy < 0 || iy >= g->h) {
+                memset(drow, 0, sizeof(float) * len);
                 drow += len;
+                continue;
             }
-            for (int q = cnt; q < nr; q++) dst[(size_t)t * nr + q] = 0.f;
-            if (++kx == g->k) {
-                kx = 0;
-                if (++ky == g->k) ky = 0, ci++;
+            /* columns q with 0 <= ix0 + q*s < w are copied, the rest is padding */
+            int lo = ix0 < 0 ? (-ix0 + g->s - 1) / g->s : 0;
+            int hi = ix0 > g->w - 1 ? 0 : (g->w - 1 - ix0) / g->s + 1;
+            if (hi > len) hi = len;
+            if (lo > hi) lo = hi;
+            const float *src = plane + (size_t)iy * g->w + ix0;
+            for (int q = 0; q < lo; q++) drow[q] = 0.f;
+            if (g->s == 1) {
+                memcpy(drow + lo, src + lo, sizeof(float) * (hi - lo));
+            } else if (g->s == 2) { /* a constant stride lets the compiler vectorise the gather */
+                for (int q = lo; q < hi; q++) drow[q] = src[2 * q];
+            } else {
+                for (int q = lo; q < hi; q++) drow[q] = src[q * g->s];
             }
+            for (int q = hi; q < len; q++) drow[q] = 0.f;
+            drow += len;
+        }
+        for (int jp = 0; jp < npanels; jp++) {
+            float *d = bp + ((size_t)jp * kc + t) * nr;
+            int cnt = jp == npanels - 1 ? tail : nr;
+            memcpy(d, row + (size_t)jp * nr, sizeof(float) * cnt);
+            if (cnt < nr) memset(d + cnt, 0, sizeof(float) * (nr - cnt));
+        }
+        if (++kx == g->k) {
+            kx = 0;
+            if (++ky == g->k) ky = 0, ci++;
         }
     }
 }
