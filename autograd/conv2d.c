@@ -26,7 +26,6 @@
  *
  * Threads: see "the op: tasks for the threads" below; the bias and depthwise loops split over
  * channels or planes. */
-#include <stdatomic.h>
 #include <string.h>
 
 #include "autograd/ops.h"
@@ -354,14 +353,13 @@ static void dw_dw_channels(void *vctx, size_t c0, size_t c1) {
 static size_t planes_chunk(const ConvGeom *g) { return rows_chunk(g_P(g) * g->kh * g->kw); }
 
 /* ---- the op: tasks for the threads -------------------------------------------------------
- * Forward, dW and dx each run as one parallel_for over "slots" (one per thread), and each slot
- * takes whole tasks from an atomic counter: (image, group, block of output rows) for the
- * forward and dW, (image, group, share of the group's input channels) for dx. A task runs its
- * im2col, GEMM (infer/gemm.h, on the calling thread) and col2im alone, in its slot's scratch,
- * so a conv costs one wake-up of the pool per pass instead of one per GEMM. dx tasks own
- * disjoint channel planes of dx; dW tasks add into their slot's own copy of dW, summed into
- * the gradient at the end (in a fixed slot order, so the result does not depend on which
- * thread ran which task only up to that final sum's rounding). */
+ * Forward, dW and dx each wake the pool once: one "slot" per thread, with its own scratch,
+ * runs whole tasks: (image, group, block of output rows) for the forward and dW, (image,
+ * group, share of the group's input channels) for dx. A task runs its im2col, GEMM
+ * (infer/gemm.h, on the calling thread) and col2im alone, so a conv costs one wake-up per pass
+ * instead of one per GEMM. dx tasks own disjoint channel planes of dx; dW tasks add into their
+ * slot's own copy of dW, each slot a fixed run of tasks, summed into the gradient in slot
+ * order at the end, so the result does not depend on the timing. */
 
 typedef struct {
     const ConvGeom *g;
@@ -375,7 +373,6 @@ typedef struct {
     int rows, nblocks; /* output rows per block, blocks per image (forward, dW) */
     int share, shares; /* input channels per share, shares per group (dx) */
     size_t ntasks, slots;
-    atomic_size_t next;
 } ConvJob;
 
 static float *slot_col(const ConvJob *J, size_t slot) { return J->scratch + slot * J->per_slot; }
@@ -421,7 +418,8 @@ static BlockTask block_task(const ConvJob *J, size_t task, size_t slot) {
 }
 
 /* forward task: y block = W_g * columns */
-static void fwd_task(ConvJob *J, size_t task, size_t slot) {
+static void fwd_task(void *ctx, size_t task, size_t slot) {
+    ConvJob *J = ctx;
     const ConvGeom *g = J->g;
     const int Kg = (int)g_Kg(g);
     BlockTask b = block_task(J, task, slot);
@@ -430,7 +428,8 @@ static void fwd_task(ConvJob *J, size_t task, size_t slot) {
 }
 
 /* dW task: the slot's dW_g += dy block * columns^T */
-static void dw_task(ConvJob *J, size_t task, size_t slot) {
+static void dw_task(void *ctx, size_t task, size_t slot) {
+    ConvJob *J = ctx;
     const ConvGeom *g = J->g;
     const int Kg = (int)g_Kg(g);
     BlockTask b = block_task(J, task, slot);
@@ -440,7 +439,8 @@ static void dw_task(ConvJob *J, size_t task, size_t slot) {
 }
 
 /* dx task (image, group, share of input channels): dx[share] += col2im(W_g[:, share]^T * dy) */
-static void dx_task(ConvJob *J, size_t task, size_t slot) {
+static void dx_task(void *ctx, size_t task, size_t slot) {
+    ConvJob *J = ctx;
     const ConvGeom *g = J->g;
     const size_t P = g_P(g), Kg = g_Kg(g), cog = (size_t)g->cog, taps = (size_t)g->kh * g->kw;
     int sh = (int)(task % (size_t)J->shares), k = (int)(task / J->shares % (size_t)g->groups);
@@ -465,27 +465,19 @@ static void dx_task(ConvJob *J, size_t task, size_t slot) {
     }
 }
 
-typedef void (*conv_task_fn)(ConvJob *, size_t task, size_t slot);
-
+/* dW tasks sum into their slot's copy of dW: each slot gets a fixed run of tasks instead of
+ * taking them from parallel_tasks' shared counter, so the sum, thus the training run, does
+ * not depend on the timing. (Forward and dx tasks write disjoint outputs and use the counter.) */
 typedef struct {
     ConvJob *J;
-    conv_task_fn fn;
-} SlotRun;
+    task_fn fn;
+} FixedRun;
 
-/* Tasks that write disjoint outputs are taken from the counter (a thread that the OS holds
- * up takes fewer); dW tasks sum into their slot's copy, so each slot gets a fixed run of
- * tasks instead and the sum, thus the training run, does not depend on the timing. */
-static void run_slots(void *ctx, size_t s0, size_t s1) {
-    SlotRun *r = ctx;
-    ConvJob *J = r->J;
-    for (size_t slot = s0; slot < s1; slot++) {
-        if (J->dw_acc) {
-            for (size_t task = slot * J->ntasks / J->slots; task < (slot + 1) * J->ntasks / J->slots; task++)
-                r->fn(J, task, slot);
-            continue;
-        }
-        for (size_t task; (task = atomic_fetch_add(&J->next, 1)) < J->ntasks;) r->fn(J, task, slot);
-    }
+static void run_fixed(void *ctx, size_t s0, size_t s1) {
+    const FixedRun *r = ctx;
+    const size_t n = r->J->ntasks, slots = r->J->slots;
+    for (size_t slot = s0; slot < s1; slot++)
+        for (size_t task = slot * n / slots; task < (slot + 1) * n / slots; task++) r->fn(r->J, task, slot);
 }
 
 static size_t slots_for(const ConvJob *J, int threads) {
@@ -495,7 +487,7 @@ static size_t slots_for(const ConvJob *J, int threads) {
 /* Runs J->ntasks tasks of fn over `slots` slots, each with col_floats floats of columns and
  * the GEMM's packing scratch, all in the tape's scratch after `keep` floats (which the
  * caller uses, e.g. for the slots' dW copies). Returns the scratch (for the caller's part). */
-static float *run_tasks(Tape *t, ConvJob *J, conv_task_fn fn, size_t slots, size_t col_floats, size_t keep) {
+static float *run_tasks(Tape *t, ConvJob *J, task_fn fn, size_t slots, size_t col_floats, size_t keep) {
     J->slots = slots;
     J->col_floats = (col_floats + 15) & ~(size_t)15; /* keeps every part 64-byte aligned */
     J->per_slot = J->col_floats + ((gemm_scratch_floats(J->kern) + 15) & ~(size_t)15);
@@ -505,9 +497,12 @@ static float *run_tasks(Tape *t, ConvJob *J, conv_task_fn fn, size_t slots, size
     J->scratch = mem + keep;
     if (J->dw_stride) J->dw_acc = mem; /* the slots' own dW copies */
     if (keep) memset(mem, 0, keep * sizeof(float));
-    atomic_init(&J->next, 0);
-    SlotRun r = {J, fn};
-    parallel_for(slots, 1, run_slots, &r);
+    if (J->dw_acc) {
+        FixedRun r = {J, fn};
+        parallel_for(slots, 1, run_fixed, &r);
+    } else {
+        parallel_tasks(J->ntasks, slots, fn, J);
+    }
     return mem;
 }
 

@@ -4,13 +4,10 @@
  * the original pixels; one line per box and annotated images. With --model
  * instead, an inference model (gelan convert) on the standalone runtime: what
  * gelan-infer detect does, by the same code (infer/cli/detect.c). */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/stat.h>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -26,66 +23,17 @@ static const char *USAGE =
     "gelan detect --weights CKPT [--cfg CFG] (--source FILE|DIR | --data D [--count N]) [options]\n"
     "       gelan detect --model M --source FILE|DIR [options]   (an inference model, as gelan-infer detect)";
 
-static bool is_image(const char *name) {
-    const char *dot = strrchr(name, '.');
-    return dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png") ||
-                   !strcasecmp(dot, ".bmp"));
-}
-
-static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* The images of a file or a directory (not recursive), sorted. */
+/* The images of a file or a directory (image_files), an error when there is none. */
 static char **list_sources(const char *source, int *n) {
-    struct stat st;
-    *n = 0;
-    if (stat(source, &st)) {
+    char **v = image_files(source, n);
+    if (!v) {
         gelan_error("%s: %s", source, strerror(errno));
-        return NULL;
+    } else if (!*n) {
+        free(v);
+        v = NULL;
+        gelan_error("%s holds no image (.jpg, .jpeg, .png, .bmp, ...)", source);
     }
-    char **v = NULL;
-    int cap = 0;
-    if (!S_ISDIR(st.st_mode)) {
-        v = malloc(sizeof *v);
-        if (v && (v[0] = strdup(source))) *n = 1;
-        return v;
-    }
-    DIR *d = opendir(source);
-    if (!d) {
-        gelan_error("%s: %s", source, strerror(errno));
-        return NULL;
-    }
-    for (struct dirent *e; (e = readdir(d));) {
-        if (!is_image(e->d_name)) continue;
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            char **g = realloc(v, (size_t)cap * sizeof *v);
-            if (!g) break;
-            v = g;
-        }
-        size_t len = strlen(source) + strlen(e->d_name) + 2;
-        if (!(v[*n] = malloc(len))) break;
-        snprintf(v[*n], len, "%s/%s", source, e->d_name);
-        (*n)++;
-    }
-    closedir(d);
-    if (!*n)
-        gelan_error("%s holds no .jpg, .jpeg, .png or .bmp image", source);
-    else
-        qsort(v, (size_t)*n, sizeof *v, by_name);
     return v;
-}
-
-static int mkdir_p(const char *path) {
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p && *p != '/') continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(buf, 0777) && errno != EEXIST) return gelan_error("cannot create %s (%s)", buf, strerror(errno));
-        if (!(*p = c)) break;
-    }
-    return 0;
 }
 
 /* One image: letterbox, forward, NMS, boxes to original pixels. */
@@ -188,7 +136,8 @@ int cmd_detect(int argc, char **argv) {
     Model *m = src ? ckpt_load_eval_model(weights, cfg, NULL) : NULL;
     Tape *t = m ? tape_new() : NULL;
     InferBox *dets = malloc((size_t)max_det * sizeof *dets);
-    rc = t && dets ? mkdir_p(out) : -1;
+    rc = t && dets ? make_dirs(out) : -1;
+    if (rc && t && dets) gelan_error("cannot create %s (%s)", out, strerror(errno));
     if (!rc) {
         Checkpoint *ck = ckpt_open(weights);
         const char *nj = ck ? ckpt_meta(ck, "names") : NULL;

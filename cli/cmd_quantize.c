@@ -5,7 +5,7 @@
  * inference model). With --data it also validates the float and the quantized
  * model side by side. docs/QUANTIZATION.md. */
 #include <ctype.h>
-#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +15,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "infer/cli/tools.h"
 #include "train/checkpoint.h" /* first: see its note on nn/model.h */
 #include "nn/calibrate.h"
 #include "nn/quant.h"
@@ -32,44 +33,16 @@ static const char *USAGE =
 
 /* ---- the calibration images ------------------------------------------------------------- */
 
-static bool is_image(const char *name) {
-    const char *dot = strrchr(name, '.');
-    return dot && (!strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png") ||
-                   !strcasecmp(dot, ".bmp"));
-}
-
-static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* The images of dir (not recursive), sorted by name; NULL + error when there are none. */
+/* The images of dir (image_files), sorted by name; NULL + error when there are none. */
 static char **list_images(const char *dir, int *n) {
-    *n = 0;
-    DIR *d = opendir(dir);
-    if (!d) {
-        gelan_error("%s: cannot open the calibration folder", dir);
-        return NULL;
-    }
-    char **v = NULL;
-    int cap = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (!is_image(e->d_name)) continue;
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 64;
-            char **g = realloc(v, (size_t)cap * sizeof *v);
-            if (!g) break;
-            v = g;
-        }
-        size_t len = strlen(dir) + strlen(e->d_name) + 2;
-        if (!(v[*n] = malloc(len))) break;
-        snprintf(v[*n], len, "%s/%s", dir, e->d_name);
-        (*n)++;
-    }
-    closedir(d);
-    if (!*n) {
+    char **v = image_files(dir, n);
+    if (!v) {
+        gelan_error("%s: cannot open the calibration folder (%s)", dir, strerror(errno));
+    } else if (!*n) {
         free(v);
-        gelan_error("%s holds no .jpg, .jpeg, .png or .bmp image", dir);
-        return NULL;
+        v = NULL;
+        gelan_error("%s holds no image (.jpg, .jpeg, .png, .bmp, ...)", dir);
     }
-    qsort(v, (size_t)*n, sizeof *v, by_name);
     return v;
 }
 

@@ -12,7 +12,6 @@
  * Tasks are (image, group, pixel block, channel chunk); threads take them
  * from an atomic counter. Channel chunks exist only to give every thread
  * work when a map has few pixels (the P5 level). */
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -187,12 +186,13 @@ typedef struct {
     Geom geom;
     int npix, nc, nblocks, mchunks, panels_per_chunk;
     size_t ntasks;
-    atomic_size_t next;
     float *scratch;
     size_t scratch_per_slot;
 } ConvJob;
 
-static void conv_task(ConvJob *J, size_t task, float *bp) {
+static void conv_task(void *ctx, size_t task, size_t slot) {
+    ConvJob *J = ctx;
+    float *bp = J->scratch + slot * J->scratch_per_slot;
     const ConvLayer *L = J->L;
     const InferKernels *K = L->kern;
     int mr = K->mr, nr = K->nr;
@@ -240,18 +240,6 @@ static void conv_task(ConvJob *J, size_t task, float *bp) {
                 K->gemm_micro(kc, a, b, (size_t)nr, tile, (size_t)nr, flags, bias, L->act, L->alpha);
                 for (int i = 0; i < mvalid; i++) memcpy(c + i * ldc, tile + i * nr, sizeof(float) * nvalid);
             }
-        }
-    }
-}
-
-static void conv_worker(void *ctx, size_t begin, size_t end) {
-    ConvJob *J = ctx;
-    for (size_t slot = begin; slot < end; slot++) {
-        float *bp = J->scratch + slot * J->scratch_per_slot;
-        for (;;) {
-            size_t task = atomic_fetch_add(&J->next, 1);
-            if (task >= J->ntasks) break;
-            conv_task(J, task, bp);
         }
     }
 }
@@ -334,12 +322,11 @@ void conv_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch)
                  .ntasks = base * mchunks,
                  .scratch = scratch,
                  .scratch_per_slot = conv_scratch_floats(L)};
-    atomic_init(&J.next, 0);
     size_t slots = (size_t)threads < J.ntasks ? (size_t)threads : J.ntasks;
     /* waking the pool costs about as much as a MFLOP of work: tiny convs run here */
     double flops = 2.0 * in->n * L->cout * L->kdim * npix;
     if (flops < SERIAL_FLOPS) slots = 1;
-    parallel_for(slots, 1, conv_worker, &J);
+    parallel_tasks(J.ntasks, slots, conv_task, &J);
 }
 
 void conv_naive(const float *in, int n, int cin, int h, int w, const float *wt, const float *b, int cout, int k, int s,

@@ -15,7 +15,6 @@
  * stores (or, with accumulate, adds to C); later K blocks add. */
 #include "infer/gemm.h"
 
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,28 +129,23 @@ typedef struct {
     int M, N, K, lda, ldb, ldc, step;
     const float *A, *B;
     float *C, *scratch;
-    size_t ntasks, per_slot;
-    atomic_size_t next;
+    size_t per_slot;
 } GemmSplit;
 
-static void gemm_split_slots(void *ctx, size_t s0, size_t s1) {
+/* task t: columns (or rows) [t*step, t*step + step) of C */
+static void gemm_split_task(void *ctx, size_t t, size_t slot) {
     GemmSplit *J = ctx;
-    for (size_t slot = s0; slot < s1; slot++) {
-        float *scratch = J->scratch + slot * J->per_slot;
-        for (size_t t; (t = atomic_fetch_add(&J->next, 1)) < J->ntasks;) {
-            int lo = (int)t * J->step;
-            if (J->by_cols) {
-                int n = J->N - lo < J->step ? J->N - lo : J->step;
-                const float *B = J->tb ? J->B + (size_t)lo * J->ldb : J->B + lo;
-                gemm_f32(J->kern, J->ta, J->tb, J->M, n, J->K, J->A, J->lda, B, J->ldb, J->acc, J->C + lo, J->ldc,
-                         scratch);
-            } else {
-                int m = J->M - lo < J->step ? J->M - lo : J->step;
-                const float *A = J->ta ? J->A + lo : J->A + (size_t)lo * J->lda;
-                gemm_f32(J->kern, J->ta, J->tb, m, J->N, J->K, A, J->lda, J->B, J->ldb, J->acc,
-                         J->C + (size_t)lo * J->ldc, J->ldc, scratch);
-            }
-        }
+    float *scratch = J->scratch + slot * J->per_slot;
+    int lo = (int)t * J->step;
+    if (J->by_cols) {
+        int n = J->N - lo < J->step ? J->N - lo : J->step;
+        const float *B = J->tb ? J->B + (size_t)lo * J->ldb : J->B + lo;
+        gemm_f32(J->kern, J->ta, J->tb, J->M, n, J->K, J->A, J->lda, B, J->ldb, J->acc, J->C + lo, J->ldc, scratch);
+    } else {
+        int m = J->M - lo < J->step ? J->M - lo : J->step;
+        const float *A = J->ta ? J->A + lo : J->A + (size_t)lo * J->lda;
+        gemm_f32(J->kern, J->ta, J->tb, m, J->N, J->K, A, J->lda, J->B, J->ldb, J->acc, J->C + (size_t)lo * J->ldc,
+                 J->ldc, scratch);
     }
 }
 
@@ -170,11 +164,10 @@ int gemm_f32_parallel(const InferKernels *kern, bool trans_a, bool trans_b, int 
     size_t slots = (size_t)threads < ntasks ? (size_t)threads : ntasks;
     GemmSplit J = {.kern = kern, .ta = trans_a, .tb = trans_b, .acc = accumulate, .by_cols = by_cols,
                    .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .step = step,
-                   .A = A, .B = B, .C = C, .ntasks = ntasks, .per_slot = gemm_scratch_floats(kern)};
+                   .A = A, .B = B, .C = C, .per_slot = gemm_scratch_floats(kern)};
     if (!(J.scratch = malloc(sizeof(float) * J.per_slot * slots)))
         return gelan_error("gemm: out of memory for %zu scratch floats", J.per_slot * slots);
-    atomic_init(&J.next, 0);
-    parallel_for(slots, 1, gemm_split_slots, &J);
+    parallel_tasks(ntasks, slots, gemm_split_task, &J);
     free(J.scratch);
     return 0;
 }

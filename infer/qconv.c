@@ -449,12 +449,13 @@ typedef struct {
     Geom geom;
     int npix, nc, nblocks, mchunks, panels_per_chunk;
     size_t ntasks;
-    atomic_size_t next;
     uint8_t *pack;
     size_t pack_per_slot;
 } QJob;
 
-static void gemm_task(QJob *J, size_t task, uint8_t *bp) {
+static void gemm_task(void *ctx, size_t task, size_t slot) {
+    QJob *J = ctx;
+    uint8_t *bp = J->pack + slot * J->pack_per_slot;
     const QConv *L = J->L;
     const QConvKernels *K = L->kern;
     int mr = K->mr, nr = K->nr;
@@ -489,18 +490,6 @@ static void gemm_task(QJob *J, size_t task, uint8_t *bp) {
                 K->epilogue(tile + i * nr, nvalid, L->corr[c], L->scale[c], L->bias[c], L->act, L->alpha,
                             out + (size_t)(mp * mr + i) * J->npix + n0 + j0);
             }
-        }
-    }
-}
-
-static void gemm_worker(void *ctx, size_t begin, size_t end) {
-    QJob *J = ctx;
-    for (size_t slot = begin; slot < end; slot++) {
-        uint8_t *bp = J->pack + slot * J->pack_per_slot;
-        for (;;) {
-            size_t task = atomic_fetch_add(&J->next, 1);
-            if (task >= J->ntasks) break;
-            gemm_task(J, task, bp);
         }
     }
 }
@@ -590,9 +579,8 @@ int qconv_run_codes(const QConv *L, const uint8_t *codes, int n, int h, int w, f
               .ntasks = base * mchunks,
               .pack = scratch,
               .pack_per_slot = pack_bytes(L)};
-    atomic_init(&J.next, 0);
     size_t slots = (size_t)threads < J.ntasks ? (size_t)threads : J.ntasks;
-    parallel_for(slots, 1, gemm_worker, &J);
+    parallel_tasks(J.ntasks, slots, gemm_task, &J);
     free(owned);
     return 0;
 }

@@ -19,7 +19,6 @@
  * the 16 GEMMs accumulate into M, and at the end the output transform adds
  * the bias, writes the 2x2 tiles and applies the activation to whole output
  * row segments. Every buffer of a task fits in L2. */
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,7 +73,6 @@ typedef struct {
     const Map *in, *out;
     int tw, tiles, nblocks, mchunks, mcw, nb; /* mcw: output channels per task (<= MCW, a multiple of mr) */
     size_t ntasks;
-    atomic_size_t next;
     float *scratch;
     size_t per_slot;
 } WinoJob;
@@ -168,7 +166,9 @@ static void output_transform(const WinoJob *J, const float *mbuf, int co0, int m
     }
 }
 
-static void wino_task(WinoJob *J, size_t task, float *scratch) {
+static void wino_task(void *ctx, size_t task, size_t slot) {
+    WinoJob *J = ctx;
+    float *scratch = J->scratch + slot * J->per_slot;
     const ConvLayer *L = J->L;
     const InferKernels *K = L->kern;
     int mr = K->mr, nr = K->nr, nb = J->nb;
@@ -199,18 +199,6 @@ static void wino_task(WinoJob *J, size_t task, float *scratch) {
     output_transform(J, mbuf, co0, mc, t0, nt, out);
 }
 
-static void wino_worker(void *ctx, size_t begin, size_t end) {
-    WinoJob *J = ctx;
-    for (size_t slot = begin; slot < end; slot++) {
-        float *scratch = J->scratch + slot * J->per_slot;
-        for (;;) {
-            size_t task = atomic_fetch_add(&J->next, 1);
-            if (task >= J->ntasks) break;
-            wino_task(J, task, scratch);
-        }
-    }
-}
-
 void winograd_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch) {
     int th = (out->h + 1) / 2, tw = (out->w + 1) / 2, nr = L->kern->nr;
     /* a block of at most nbw tiles; fewer on small maps (a 10x10 output has 25 tiles:
@@ -239,8 +227,7 @@ void winograd_run(const ConvLayer *L, const Map *in, const Map *out, float *scra
     J.mcw = mcw;
     J.mchunks = (L->cout + mcw - 1) / mcw;
     J.ntasks = (size_t)in->n * J.nblocks * J.mchunks;
-    atomic_init(&J.next, 0);
     size_t slots = (size_t)pool_threads() < J.ntasks ? (size_t)pool_threads() : J.ntasks;
     if (2.0 * in->n * L->cout * L->cin * 9 * out->h * out->w < SERIAL_FLOPS) slots = 1;
-    parallel_for(slots, 1, wino_worker, &J);
+    parallel_tasks(J.ntasks, slots, wino_task, &J);
 }

@@ -157,3 +157,24 @@ void parallel_for(size_t n, size_t min_chunk, parallel_fn fn, void *ctx) {
         pthread_mutex_unlock(&P.mu);
     }
 }
+
+typedef struct {
+    task_fn fn;
+    void *ctx;
+    size_t ntasks;
+    atomic_size_t next;
+} TaskJob;
+
+static void task_slots(void *vctx, size_t s0, size_t s1) {
+    TaskJob *J = vctx;
+    for (size_t slot = s0; slot < s1; slot++)
+        for (size_t task; (task = atomic_fetch_add(&J->next, 1)) < J->ntasks;) J->fn(J->ctx, task, slot);
+}
+
+void parallel_tasks(size_t ntasks, size_t slots, task_fn fn, void *ctx) {
+    if (ntasks == 0) return;
+    if (slots < 1) slots = 1;
+    TaskJob J = {.fn = fn, .ctx = ctx, .ntasks = ntasks};
+    atomic_init(&J.next, 0);
+    parallel_for(slots, 1, task_slots, &J);
+}

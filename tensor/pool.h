@@ -24,4 +24,11 @@ int pool_in_worker(void);         /* nonzero inside a parallel_for body */
  * Ranges shorter than min_chunk are not split further (0 = 1). */
 void parallel_for(size_t n, size_t min_chunk, parallel_fn fn, void *ctx);
 
+/* Runs fn(ctx, task, slot) for every task in [0, ntasks) on at most `slots`
+ * threads. Each thread works under its own slot index in [0, slots) (for
+ * per-thread scratch) and takes tasks from a shared counter, so a thread the
+ * OS holds up simply takes fewer. Which slot runs which task is not fixed. */
+typedef void (*task_fn)(void *ctx, size_t task, size_t slot);
+void parallel_tasks(size_t ntasks, size_t slots, task_fn fn, void *ctx);
+
 #endif

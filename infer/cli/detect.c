@@ -41,9 +41,7 @@ static int is_image(const char *name) {
 
 static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* The image files of a directory (sorted), or the file itself; NULL (errno set) when
- * src cannot be read. */
-static char **list_sources(const char *src, int *count) {
+char **image_files(const char *src, int *count) {
     struct stat sb;
     *count = 0;
     if (stat(src, &sb)) return NULL;
@@ -73,7 +71,7 @@ static char **list_sources(const char *src, int *count) {
     return list;
 }
 
-static int make_dirs(const char *path) {
+int make_dirs(const char *path) {
     char buf[1024];
     snprintf(buf, sizeof buf, "%s", path);
     for (char *p = buf + 1;; p++) {
@@ -174,7 +172,7 @@ static int detect_one(const char *prog, InferModel *m, const char *path, const I
 
 int infer_detect_run(const char *prog, const char *model, const InferDetectOptions *o) {
     int nsrc;
-    char **srcs = list_sources(o->source, &nsrc);
+    char **srcs = image_files(o->source, &nsrc);
     if (!srcs) {
         fprintf(stderr, "%s: cannot read %s: %s\n", prog, o->source, strerror(errno));
         return 1;

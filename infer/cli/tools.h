@@ -40,4 +40,12 @@ const char *infer_detect_check(const InferDetectOptions *o);
  * score, x1 y1 x2 y2 in the image's pixels), and writes an annotated copy. */
 int infer_detect_run(const char *prog, const char *model, const InferDetectOptions *o);
 
+/* Shared with build/gelan's detect and quantize: the image files of a directory (not
+ * recursive, by extension: .jpg .jpeg .png .bmp .tga .gif .pnm .ppm .pgm .psd, sorted by
+ * name), or the file itself. A malloc'd list of malloc'd paths, *count of them (0 for a
+ * directory without images); NULL with errno set when src cannot be read. */
+char **image_files(const char *src, int *count);
+/* mkdir -p: 0, or -1 with errno set. */
+int make_dirs(const char *path);
+
 #endif
