@@ -11,7 +11,11 @@
  *
  * Tasks are (image, group, pixel block, channel chunk); threads take them
  * from an atomic counter. Channel chunks exist only to give every thread
- * work when a map has few pixels (the P5 level). */
+ * work when a map has few pixels (the P5 level).
+ *
+ * 3x3 stride-1 convs with 16+ channels go to Winograd (winograd.c). The other
+ * k > 1 convs (stride 2, the head's grouped convs, the stem) skip im2col: see
+ * "direct convolution" below. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,8 +23,18 @@
 #include "tensor/error.h"
 #include "tensor/pool.h"
 
-#define KC_MAX 384       /* K rows per block */
-#define NC_MAX 256       /* output pixels per block (rounded down to a multiple of NR) */
+#define KC_MAX 384    /* K rows per block */
+#define NC_MAX 256    /* output pixels per block (rounded down to a multiple of NR) */
+#define DIRECT_KMAX 7 /* largest kernel of the direct convolution (its tap table) */
+/* Winograd F(2x2,3x3) does 2.25x fewer multiplies than a direct 3x3 conv, but its
+ * transforms cost more than that saves when the conv has few channels, the more so
+ * on small maps (measured one thread on gelan-t's shapes, docs/BENCHMARKS.md). */
+#define DIRECT_OVER_WINOGRAD 4096 /* cin*cout up to which a conv keeps both packings */
+static int direct_beats_winograd(const ConvLayer *L, const Map *in) {
+    long cc = (long)L->cin * L->cout, hw = (long)in->h * in->w;
+    return cc <= 512 || (cc <= 2304 && hw <= 40 * 40) || (cc <= DIRECT_OVER_WINOGRAD && hw <= 20 * 20);
+}
+#define BAND_FLOATS 65536 /* per-thread input band of the direct convolution (256 KB, in L2) */
 
 int conv_out_size(int in, int k, int s, int p, int d) {
     if (s <= 0) return 0;
@@ -39,6 +53,18 @@ static int winograd_enabled(void) {
         winograd_mode = !(env && !strcmp(env, "0"));
     }
     return winograd_mode;
+}
+
+static int direct_mode = -1; /* -1: not decided yet (environment) */
+
+void conv_set_direct(int on) { direct_mode = on != 0; }
+
+static int direct_enabled(void) {
+    if (direct_mode < 0) {
+        const char *env = getenv("GELAN_INFER_DIRECT");
+        direct_mode = !(env && !strcmp(env, "0"));
+    }
+    return direct_mode;
 }
 
 int conv_init(ConvLayer *L, const InferKernels *kern, int cin, int cout, int k, int s, int p, int d, int g, int act,
@@ -61,24 +87,24 @@ int conv_init(ConvLayer *L, const InferKernels *kern, int cin, int cout, int k, 
     }
     int mr = kern->mr;
     L->mpanels = (cout_g + mr - 1) / mr;
+    L->direct = direct_enabled() && k > 1 && k <= DIRECT_KMAX && d == 1 && s <= 2; /* when the band fits: conv_run */
+    L->bias = calloc((size_t)g * L->mpanels * mr, sizeof(float));
+    if (!L->bias) goto oom;
+    for (int co = 0; b && co < cout; co++) L->bias[(size_t)(co / cout_g) * L->mpanels * mr + co % cout_g] = b[co];
     if (winograd_enabled() && winograd_applies(cin, cout, k, s, d, g)) {
         L->winograd = 1;
-        L->wpack = winograd_pack(kern, cin, cout, w);
-        L->bias = calloc((size_t)L->mpanels * mr, sizeof(float));
-        if (!L->wpack || !L->bias) goto oom;
-        if (b) memcpy(L->bias, b, sizeof(float) * (size_t)cout);
-        return 0;
+        if (!(L->wino = winograd_pack(kern, cin, cout, w))) goto oom;
+        /* a narrow conv also gets the direct packing: on small maps it is faster (conv_run) */
+        if (!L->direct || (long)cin * cout > DIRECT_OVER_WINOGRAD) return 0;
     }
     size_t per_group = (size_t)L->mpanels * L->kdim * mr;
     L->wpack = calloc(per_group * g, sizeof(float));
-    L->bias = calloc((size_t)g * L->mpanels * mr, sizeof(float));
-    if (!L->wpack || !L->bias) goto oom;
+    if (!L->wpack) goto oom;
     for (int gi = 0; gi < g; gi++) {
         for (int co = 0; co < cout_g; co++) {
             const float *src = w + (size_t)(gi * cout_g + co) * L->kdim;
             float *panel = L->wpack + gi * per_group + (size_t)(co / mr) * L->kdim * mr;
             for (int kx = 0; kx < L->kdim; kx++) panel[(size_t)kx * mr + co % mr] = src[kx];
-            if (b) L->bias[(size_t)gi * L->mpanels * mr + co] = b[gi * cout_g + co];
         }
     }
     return 0;
@@ -89,15 +115,22 @@ oom:
 
 void conv_free(ConvLayer *L) {
     free(L->wpack);
+    free(L->wino);
     free(L->bias);
-    L->wpack = L->bias = NULL;
+    L->wpack = L->wino = L->bias = NULL;
 }
 
 static int nc_max(const ConvLayer *L) { return NC_MAX / L->kern->nr * L->kern->nr; }
 
 size_t conv_scratch_floats(const ConvLayer *L) {
-    if (L->winograd) return winograd_scratch_floats(L->kern);
-    return L->depthwise ? 0 : (size_t)KC_MAX * nc_max(L);
+    if (L->depthwise) return 0;
+    size_t n = L->winograd ? winograd_scratch_floats(L->kern) : 0;
+    if (L->wpack) { /* im2col blocks, or the direct convolution's input band */
+        size_t gemm = (size_t)KC_MAX * nc_max(L);
+        if (L->direct && gemm < BAND_FLOATS) gemm = BAND_FLOATS;
+        if (gemm > n) n = gemm;
+    }
+    return n;
 }
 
 /* ---- im2col packing --------------------------------------------------------- */
@@ -214,30 +247,38 @@ static void conv_task(void *ctx, size_t task, size_t slot) {
     int mp1 = mp0 + J->panels_per_chunk < L->mpanels ? mp0 + J->panels_per_chunk : L->mpanels;
     int nkb = (L->kdim + KC_MAX - 1) / KC_MAX;
     int kcb = (L->kdim + nkb - 1) / nkb; /* even K blocks */
-    size_t ldc = (size_t)J->npix;
+    size_t ldc = (size_t)J->npix, hw = (size_t)J->in->h * J->in->w;
+    int pointwise = L->k == 1 && L->s == 1 && L->p == 0;
     float tile[64 * 64];
     for (int k0 = 0; k0 < L->kdim; k0 += kcb) {
         int kc = L->kdim - k0 < kcb ? L->kdim - k0 : kcb;
         int flags = (k0 > 0 ? MICRO_ACC : 0) | (k0 + kc == L->kdim ? MICRO_EPI : 0);
-        pack_b(&J->geom, in, k0, kc, n0, ncols, nr, bp);
+        if (!pointwise) pack_b(&J->geom, in, k0, kc, n0, ncols, nr, bp);
         /* pixel panels outside, channel panels inside: the B panel (kc x nr)
          * stays in L1 while the weight panels stream from L2 */
         for (int j0 = 0; j0 < ncols; j0 += nr) {
             const float *b = bp + (size_t)(j0 / nr) * kc * nr;
+            size_t ldb = (size_t)nr;
             int nvalid = ncols - j0 < nr ? ncols - j0 : nr;
+            if (pointwise && nvalid == nr) { /* a 1x1 conv's im2col is its input: read it in place */
+                b = in + (size_t)k0 * hw + n0 + j0, ldb = hw;
+            } else if (pointwise) { /* but a last, partial panel would read past the planes */
+                pack_b(&J->geom, in, k0, kc, n0 + j0, nvalid, nr, bp);
+                b = bp;
+            }
             for (int mp = mp0; mp < mp1; mp++) {
                 const float *a = wg + ((size_t)mp * L->kdim + k0) * mr;
                 const float *bias = bg + (size_t)mp * mr;
                 int mvalid = cout_g - mp * mr < mr ? cout_g - mp * mr : mr;
                 float *c = out + (size_t)mp * mr * ldc + n0 + j0;
                 if (mvalid == mr && nvalid == nr) {
-                    K->gemm_micro(kc, a, b, (size_t)nr, c, ldc, flags, bias, L->act, L->alpha);
+                    K->gemm_micro(kc, a, b, ldb, c, ldc, flags, bias, L->act, L->alpha);
                     continue;
                 }
                 /* edge tile: compute in a full-size buffer, copy the valid part */
                 if (flags & MICRO_ACC)
                     for (int i = 0; i < mvalid; i++) memcpy(tile + i * nr, c + i * ldc, sizeof(float) * nvalid);
-                K->gemm_micro(kc, a, b, (size_t)nr, tile, (size_t)nr, flags, bias, L->act, L->alpha);
+                K->gemm_micro(kc, a, b, ldb, tile, (size_t)nr, flags, bias, L->act, L->alpha);
                 for (int i = 0; i < mvalid; i++) memcpy(c + i * ldc, tile + i * nr, sizeof(float) * nvalid);
             }
         }
@@ -284,9 +325,167 @@ static void dw_worker(void *ctx, size_t begin, size_t end) {
     }
 }
 
+/* ---- direct convolution ------------------------------------------------------
+ * Output pixel (oy, ox) of a k x k conv with stride s reads, at tap (ky, kx),
+ * the zero-padded input at (s*oy + ky, s*ox + kx). Split that input into its
+ * s*s phases (row parity x column parity; one phase when s = 1): the tap reads
+ * phase (ky % s, kx % s) at (oy + ky/s, ox + kx/s). Give every phase row
+ * pw = ow + (k-1)/s columns and number the outputs over the same width (the
+ * extra columns of each row are computed and dropped): then output q reads
+ * phase element q + (ky/s)*pw + kx/s, so for each tap a run of NR outputs reads
+ * a contiguous run of input, and the micro-kernel works on the phases in
+ * place. They are one copy of the input, where im2col makes k*k/(s*s) copies;
+ * with few output channels to spend each copied value on, the copying is
+ * what costs (stride-2 convs, the narrow convs of small models).
+ *
+ * A task copies the input rows its band of output rows needs (phases, zero
+ * padding and all) into its scratch, then sweeps NR-output tiles x MR-channel
+ * panels; each tile goes through a small buffer into the output rows it covers. */
+typedef struct {
+    const ConvLayer *L;
+    const Map *in, *out;
+    int pw, halo, rows, nbands, mchunks, panels_per_chunk;
+    int off[DIRECT_KMAX * DIRECT_KMAX]; /* tap t = ky*k + kx: where its input run starts */
+    float *scratch;
+    size_t scratch_per_slot;
+} DirectJob;
+
+/* Rows oy0.. of the output need phase rows oy0 .. oy0 + nrows + halo - 1;
+ * the band holds rows + halo of them per phase (zeros past the last). */
+static void direct_band(const DirectJob *J, const float *in, int oy0, int nrows, float *band) {
+    const ConvLayer *L = J->L;
+    int s = L->s, p = L->p, h = J->in->h, w = J->in->w, pw = J->pw, bh = J->rows + J->halo;
+    int cin_g = L->cin / L->g;
+    for (int ci = 0; ci < cin_g; ci++)
+        for (int py = 0; py < s; py++)
+            for (int px = 0; px < s; px++) {
+                float *dst = band + ((size_t)(ci * s + py) * s + px) * bh * pw;
+                /* phase column c is input column s*c + px - p: inside [lo, hi) */
+                int lo = px >= p ? 0 : (p - px + s - 1) / s;
+                int hi = w - 1 + p - px < 0 ? 0 : (w - 1 + p - px) / s + 1;
+                if (hi > pw) hi = pw;
+                if (lo > hi) lo = hi;
+                int x0 = s * lo + px - p; /* input column of phase column lo */
+                for (int r = 0; r < bh; r++, dst += pw) {
+                    int iy = s * (oy0 + r) + py - p;
+                    if (r >= nrows + J->halo || iy < 0 || iy >= h) {
+                        memset(dst, 0, sizeof(float) * pw);
+                        continue;
+                    }
+                    const float *src = in + ((size_t)ci * h + iy) * w + x0;
+                    memset(dst, 0, sizeof(float) * lo);
+                    if (s == 1)
+                        memcpy(dst + lo, src, sizeof(float) * (hi - lo));
+                    else
+                        for (int c = 0; c < hi - lo; c++) dst[lo + c] = src[2 * c];
+                    memset(dst + hi, 0, sizeof(float) * (pw - hi));
+                }
+            }
+    /* the last tile of the last channel reads up to halo + NR floats past the phases */
+    memset(band + (size_t)cin_g * s * s * bh * pw, 0, sizeof(float) * (J->halo + L->kern->nr));
+}
+
+static void direct_task(void *ctx, size_t task, size_t slot) {
+    DirectJob *J = ctx;
+    const ConvLayer *L = J->L;
+    const InferKernels *K = L->kern;
+    int mr = K->mr, nr = K->nr;
+    size_t t = task;
+    int mchunk = (int)(t % J->mchunks);
+    t /= J->mchunks;
+    int band = (int)(t % J->nbands);
+    t /= J->nbands;
+    int gi = (int)(t % L->g), img = (int)(t / L->g);
+    int cin_g = L->cin / L->g, cout_g = L->cout / L->g, oh = J->out->h, ow = J->out->w, pw = J->pw;
+    const float *in = J->in->p + img * J->in->bstride + (size_t)gi * cin_g * J->in->h * J->in->w;
+    float *out = J->out->p + img * J->out->bstride + (size_t)gi * cout_g * oh * ow;
+    const float *wg = L->wpack + (size_t)gi * L->mpanels * L->kdim * mr;
+    const float *bg = L->bias + (size_t)gi * L->mpanels * mr;
+    int oy0 = band * J->rows, nrows = oh - oy0 < J->rows ? oh - oy0 : J->rows;
+    float *bandbuf = J->scratch + slot * J->scratch_per_slot;
+    direct_band(J, in, oy0, nrows, bandbuf);
+    size_t ldb = (size_t)L->s * L->s * (J->rows + J->halo) * pw, ldc = (size_t)oh * ow;
+    int mp0 = mchunk * J->panels_per_chunk;
+    int mp1 = mp0 + J->panels_per_chunk < L->mpanels ? mp0 + J->panels_per_chunk : L->mpanels;
+    int nout = nrows * pw;
+    float tile[64 * 64];
+    for (int j0 = 0; j0 < nout; j0 += nr) {
+        /* the tile's outputs, as runs inside output rows (extra columns dropped) */
+        int seg_src[64 + 1], seg_dst[64 + 1], seg_len[64 + 1], nseg = 0;
+        int jend = j0 + nr < nout ? j0 + nr : nout;
+        for (int j = j0; j < jend;) {
+            int r = j / pw, c = j % pw, run = pw - c < jend - j ? pw - c : jend - j;
+            if (c < ow) {
+                seg_src[nseg] = j - j0, seg_dst[nseg] = (oy0 + r) * ow + c;
+                seg_len[nseg++] = ow - c < run ? ow - c : run;
+            }
+            j += run;
+        }
+        for (int mp = mp0; mp < mp1; mp++) {
+            K->conv_micro(cin_g, L->k * L->k, J->off, wg + (size_t)mp * L->kdim * mr, bandbuf + j0, ldb, tile,
+                          (size_t)nr, bg + (size_t)mp * mr, L->act, L->alpha);
+            int mvalid = cout_g - mp * mr < mr ? cout_g - mp * mr : mr;
+            for (int i = 0; i < mvalid; i++) {
+                float *orow = out + (size_t)(mp * mr + i) * ldc;
+                for (int sg = 0; sg < nseg; sg++)
+                    memcpy(orow + seg_dst[sg], tile + i * nr + seg_src[sg], sizeof(float) * seg_len[sg]);
+            }
+        }
+    }
+}
+
+/* Output channel chunks so that a job of `base` tasks gives every thread work. */
+static int channel_chunks(const ConvLayer *L, size_t base, int threads) {
+    int mchunks = 1;
+    if (threads > 1 && base < (size_t)4 * threads) {
+        mchunks = (int)((4 * (size_t)threads + base - 1) / base);
+        if (mchunks > L->mpanels) mchunks = L->mpanels;
+    }
+    int ppc = (L->mpanels + mchunks - 1) / mchunks;
+    return (L->mpanels + ppc - 1) / ppc;
+}
+
+/* Runs the conv directly when one output row's input band fits the scratch; 0 if not. */
+static int direct_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch) {
+    int s = L->s, k = L->k, threads = pool_threads();
+    int halo = (k - 1) / s, pw = out->w + halo, nr = L->kern->nr;
+    size_t per_row = (size_t)(L->cin / L->g) * s * s * pw, slack = (size_t)halo + nr;
+    size_t per_slot = conv_scratch_floats(L);
+    if (per_row * (1 + halo) + slack > per_slot) return 0;
+    int rows = (int)((per_slot - slack) / per_row) - halo;
+    if (rows > out->h) rows = out->h;
+    /* bands of at least two rows (each repeats halo rows of input), enough of them to balance */
+    size_t per_band = (size_t)in->n * L->g;
+    int want = (int)((4 * (size_t)threads + per_band - 1) / per_band);
+    int even = (out->h + want - 1) / want;
+    if (even < rows) rows = even < 2 ? (rows < 2 ? rows : 2) : even;
+    DirectJob J = {.L = L,
+                   .in = in,
+                   .out = out,
+                   .pw = pw,
+                   .halo = halo,
+                   .rows = rows,
+                   .scratch = scratch,
+                   .scratch_per_slot = per_slot};
+    J.nbands = (out->h + rows - 1) / rows;
+    J.mchunks = channel_chunks(L, per_band * J.nbands, threads);
+    J.panels_per_chunk = (L->mpanels + J.mchunks - 1) / J.mchunks;
+    size_t phase = (size_t)(rows + halo) * pw;
+    for (int ky = 0; ky < k; ky++)
+        for (int kx = 0; kx < k; kx++)
+            J.off[ky * k + kx] = (int)(((ky % s) * s + kx % s) * phase + (size_t)(ky / s) * pw + kx / s);
+    size_t ntasks = per_band * J.nbands * J.mchunks;
+    size_t slots = (size_t)threads < ntasks ? (size_t)threads : ntasks;
+    double flops = 2.0 * in->n * L->cout * L->kdim * out->h * out->w;
+    if (flops < SERIAL_FLOPS) slots = 1;
+    parallel_tasks(ntasks, slots, direct_task, &J);
+    return 1;
+}
+
 void conv_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch) {
     if (L->winograd) {
-        winograd_run(L, in, out, scratch);
+        if (!(L->wpack && direct_beats_winograd(L, in) && direct_run(L, in, out, scratch)))
+            winograd_run(L, in, out, scratch);
         return;
     }
     if (L->depthwise) {
@@ -294,6 +493,7 @@ void conv_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch)
         parallel_for((size_t)in->n * L->cout, 1, dw_worker, &J);
         return;
     }
+    if (L->direct && direct_run(L, in, out, scratch)) return;
     int nr = L->kern->nr;
     int npix = out->h * out->w;
     int threads = pool_threads();
@@ -303,13 +503,8 @@ void conv_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch)
     nblocks = (npix + nc - 1) / nc;
     /* enough tasks for the threads to balance: split channels when pixels are few */
     size_t base = (size_t)in->n * L->g * nblocks;
-    int mchunks = 1;
-    if (threads > 1 && base < (size_t)4 * threads) {
-        mchunks = (int)((4 * (size_t)threads + base - 1) / base);
-        if (mchunks > L->mpanels) mchunks = L->mpanels;
-    }
+    int mchunks = channel_chunks(L, base, threads);
     int ppc = (L->mpanels + mchunks - 1) / mchunks;
-    mchunks = (L->mpanels + ppc - 1) / ppc;
     ConvJob J = {.L = L,
                  .in = in,
                  .out = out,

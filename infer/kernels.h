@@ -33,6 +33,13 @@ typedef struct {
      * read only with MICRO_EPI; alpha is the LeakyReLU slope. */
     void (*gemm_micro)(int kc, const float *a, const float *b, size_t ldb, float *c, size_t ldc, int flags,
                        const float *bias, int act, float alpha);
+    /* One MR x NR tile of a direct convolution: c[i][j] = act(bias[i] + sum over
+     * k < kc, t < ntaps of a[(k*ntaps + t)*MR + i] * b[k*ldb + off[t] + j]).
+     * Row k of b is input channel k (laid out so that every tap t of the kernel
+     * window is a contiguous run starting off[t] floats in); a is a weight panel
+     * of gemm_micro's layout, whose K = (channel, tap) is exactly this order. */
+    void (*conv_micro)(int kc, int ntaps, const int *off, const float *a, const float *b, size_t ldb, float *c,
+                       size_t ldc, const float *bias, int act, float alpha);
     /* Depthwise k x k conv of one channel plane, stride 1, zero padding p on
      * every side: out[oh][ow] = act(bias + sum w[ky][kx] * in[oy-p+ky][ox-p+kx]). */
     void (*dw_s1)(const float *in, int h, int w, float *out, int oh, int ow, const float *wt, int k, int p, float bias,

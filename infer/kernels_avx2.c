@@ -73,6 +73,30 @@ static TARGET void gemm_micro_avx2(int kc, const float *a, const float *b, size_
     }
 }
 
+static TARGET void conv_micro_avx2(int kc, int ntaps, const int *off, const float *a, const float *b, size_t ldb,
+                                   float *c, size_t ldc, const float *bias, int act, float alpha) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00;
+    __m256 c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+    for (int k = 0; k < kc; k++, b += ldb)
+        for (int t = 0; t < ntaps; t++, a += MR) {
+            const float *bt = b + off[t];
+            __m256 b0 = _mm256_loadu_ps(bt), b1 = _mm256_loadu_ps(bt + 8), b2 = _mm256_loadu_ps(bt + 16);
+            __m256 av;
+#define ROW(i)                                  \
+    av = _mm256_broadcast_ss(a + i);            \
+    c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0); \
+    c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1); \
+    c##i##2 = _mm256_fmadd_ps(av, b2, c##i##2);
+            ROW(0) ROW(1) ROW(2) ROW(3)
+#undef ROW
+        }
+    __m256 acc[MR][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32}};
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < 3; j++)
+            _mm256_storeu_ps(c + (size_t)i * ldc + 8 * j,
+                             act256(_mm256_add_ps(acc[i][j], _mm256_set1_ps(bias[i])), act, alpha));
+}
+
 static inline TARGET __m256i tail_mask(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
@@ -127,5 +151,6 @@ static TARGET void expv_avx2(float *y, size_t n) {
     }
 }
 
-const InferKernels infer_kernels_avx2 = {"avx2", MR, NR, gemm_micro_avx2, dw_s1_avx2, activate_avx2, expv_avx2};
+const InferKernels infer_kernels_avx2 = {"avx2",        MR,       NR, gemm_micro_avx2, conv_micro_avx2, dw_s1_avx2,
+                                         activate_avx2, expv_avx2};
 #endif

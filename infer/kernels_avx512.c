@@ -80,6 +80,31 @@ static TARGET void gemm_micro_avx512(int kc, const float *a, const float *b, siz
     }
 }
 
+static TARGET void conv_micro_avx512(int kc, int ntaps, const int *off, const float *a, const float *b, size_t ldb,
+                                     float *c, size_t ldc, const float *bias, int act, float alpha) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    for (int k = 0; k < kc; k++, b += ldb)
+        for (int t = 0; t < ntaps; t++, a += MR) {
+            const float *bt = b + off[t];
+            __m512 b0 = _mm512_loadu_ps(bt), b1 = _mm512_loadu_ps(bt + 16);
+            __m512 av;
+#define ROW(i)                                  \
+    av = _mm512_set1_ps(a[i]);                  \
+    c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0); \
+    c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);
+            ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5) ROW(6) ROW(7)
+#undef ROW
+        }
+    __m512 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31},
+                         {c40, c41}, {c50, c51}, {c60, c61}, {c70, c71}};
+    for (int i = 0; i < MR; i++) {
+        __m512 bv = _mm512_set1_ps(bias[i]);
+        _mm512_storeu_ps(c + (size_t)i * ldc, act512(_mm512_add_ps(acc[i][0], bv), act, alpha));
+        _mm512_storeu_ps(c + (size_t)i * ldc + 16, act512(_mm512_add_ps(acc[i][1], bv), act, alpha));
+    }
+}
+
 /* out[lo..hi) += wv * src[lo..hi) */
 static inline TARGET void axpy512(float *out, const float *src, float wv, int lo, int hi) {
     __m512 w = _mm512_set1_ps(wv);
@@ -131,6 +156,6 @@ static TARGET void expv_avx512(float *y, size_t n) {
     }
 }
 
-const InferKernels infer_kernels_avx512 = {"avx512",        MR,         NR, gemm_micro_avx512, dw_s1_avx512,
-                                           activate_avx512, expv_avx512};
+const InferKernels infer_kernels_avx512 = {
+    "avx512", MR, NR, gemm_micro_avx512, conv_micro_avx512, dw_s1_avx512, activate_avx512, expv_avx512};
 #endif

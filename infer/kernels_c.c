@@ -26,6 +26,19 @@ static void gemm_micro_c(int kc, const float *a, const float *b, size_t ldb, flo
     }
 }
 
+static void conv_micro_c(int kc, int ntaps, const int *off, const float *a, const float *b, size_t ldb, float *c,
+                         size_t ldc, const float *bias, int act, float alpha) {
+    float acc[MR][NR] = {{0}};
+    for (int k = 0; k < kc; k++, b += ldb)
+        for (int t = 0; t < ntaps; t++, a += MR) {
+            const float *bt = b + off[t];
+            for (int i = 0; i < MR; i++)
+                for (int j = 0; j < NR; j++) acc[i][j] += a[i] * bt[j];
+        }
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) c[(size_t)i * ldc + j] = act_scalar(acc[i][j] + bias[i], act, alpha);
+}
+
 /* Depthwise conv, stride 1: each (ky,kx) tap adds a shifted input row to the
  * output row; the valid output range of a tap keeps the inner loop free of
  * bounds checks. */
@@ -59,4 +72,4 @@ static void expv_c(float *y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = expf(y[i]);
 }
 
-const InferKernels infer_kernels_c = {"c", MR, NR, gemm_micro_c, dw_s1_c, activate_c, expv_c};
+const InferKernels infer_kernels_c = {"c", MR, NR, gemm_micro_c, conv_micro_c, dw_s1_c, activate_c, expv_c};

@@ -64,6 +64,28 @@ static void gemm_micro_neon(int kc, const float *a, const float *b, size_t ldb, 
     }
 }
 
+static void conv_micro_neon(int kc, int ntaps, const int *off, const float *a, const float *b, size_t ldb, float *c,
+                            size_t ldc, const float *bias, int act, float alpha) {
+    float32x4_t acc[MR][3];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = acc[i][2] = vdupq_n_f32(0.f);
+    for (int k = 0; k < kc; k++, b += ldb)
+        for (int t = 0; t < ntaps; t++, a += MR) {
+            const float *bt = b + off[t];
+            float32x4_t b0 = vld1q_f32(bt), b1 = vld1q_f32(bt + 4), b2 = vld1q_f32(bt + 8);
+            float32x4_t a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4);
+#define ROW(i, av, l)                                  \
+    acc[i][0] = vfmaq_laneq_f32(acc[i][0], b0, av, l); \
+    acc[i][1] = vfmaq_laneq_f32(acc[i][1], b1, av, l); \
+    acc[i][2] = vfmaq_laneq_f32(acc[i][2], b2, av, l);
+            ROW(0, a0, 0)
+            ROW(1, a0, 1) ROW(2, a0, 2) ROW(3, a0, 3) ROW(4, a1, 0) ROW(5, a1, 1) ROW(6, a1, 2) ROW(7, a1, 3)
+#undef ROW
+        }
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < 3; j++)
+            vst1q_f32(c + (size_t)i * ldc + 4 * j, act_neon(vaddq_f32(acc[i][j], vdupq_n_f32(bias[i])), act, alpha));
+}
+
 static void activate_neon(float *y, size_t n, int act, float alpha) {
     if (act == ACT_NONE) return;
     size_t i = 0;
@@ -101,5 +123,6 @@ static void expv_neon(float *y, size_t n) {
     for (; i < n; i++) y[i] = expf(y[i]);
 }
 
-const InferKernels infer_kernels_neon = {"neon", MR, NR, gemm_micro_neon, dw_s1_neon, activate_neon, expv_neon};
+const InferKernels infer_kernels_neon = {"neon",        MR,       NR, gemm_micro_neon, conv_micro_neon, dw_s1_neon,
+                                         activate_neon, expv_neon};
 #endif

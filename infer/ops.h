@@ -30,10 +30,12 @@ typedef struct {
     const InferKernels *kern;
     int depthwise; /* groups == cin == cout: direct per-channel kernel */
     int winograd;  /* 3x3 stride 1: Winograd F(2x2,3x3), see winograd.c */
+    int direct;    /* k > 1, stride 1 or 2, no dilation: no im2col (conv.c) when the input band fits */
     int kdim;      /* GEMM K = cin/g * k * k */
     int mpanels;   /* panels of kern->mr output channels per group */
     float *wpack;  /* [g][mpanels][kdim][mr] (zero-padded rows), [cout][k*k] when depthwise,
-                    * [16][mpanels][cin][mr] (transformed) when winograd */
+                    * NULL when winograd alone */
+    float *wino;   /* winograd: [16][mpanels][cin][mr], the transformed weights */
     float *bias;   /* [g][mpanels*mr], zero-padded */
 } ConvLayer;
 
@@ -51,6 +53,10 @@ void conv_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch)
 /* Whether conv_init uses Winograd where it applies (default on; the
  * environment variable GELAN_INFER_WINOGRAD=0 turns it off). */
 void conv_set_winograd(int on);
+
+/* Whether conv_init uses the direct convolution (no im2col) where it applies
+ * (default on; GELAN_INFER_DIRECT=0 turns it off). */
+void conv_set_direct(int on);
 
 /* Winograd F(2x2,3x3) (winograd.c), used by conv for 3x3 stride-1 convs. */
 int winograd_applies(int cin, int cout, int k, int s, int d, int g);

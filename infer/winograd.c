@@ -187,7 +187,7 @@ static void wino_task(void *ctx, size_t task, size_t slot) {
         int kc = L->cin - ci0 < kcb ? L->cin - ci0 : kcb;
         input_transform(J, in, ci0, kc, t0, nt, vbuf);
         for (int xi = 0; xi < 16; xi++) {
-            const float *u = L->wpack + xi * per_xi;
+            const float *u = L->wino + xi * per_xi;
             const float *v = vbuf + (size_t)xi * kc * nb;
             float *m = mbuf + (size_t)xi * MCW * nb;
             for (int mp = 0; mp < mpn; mp++)

@@ -133,8 +133,9 @@ static void test_ik_conv_vs_naive(void) {
         {1, 96, 80, 25, 27, 1, 1, 0, 1, 1, ACT_SILU},
         {2, 48, 40, 21, 19, 3, 1, 1, 1, 1, ACT_SILU},
     };
-    for (int wino = 0; wino < 2; wino++) { /* direct GEMM, then Winograd where it applies */
-        conv_set_winograd(wino);
+    for (int mode = 0; mode < 4; mode++) { /* im2col + GEMM; direct; Winograd; direct or Winograd by shape */
+        conv_set_direct(mode % 2);
+        conv_set_winograd(mode >= 2);
         for (int t = 0; t < IK_NTABLES; t++) {
             const InferKernels *kern = infer_kernels_get(ik_tables[t]);
             if (!kern) continue;
@@ -142,15 +143,17 @@ static void test_ik_conv_vs_naive(void) {
         }
     }
     conv_set_winograd(1);
+    conv_set_direct(1);
 }
 
 /* Random shapes: a different mix on every table, same seed every run. */
 static void test_ik_conv_random(void) {
     static const int ks[] = {1, 3, 5};
-    for (int t = 0; t < 2 * IK_NTABLES; t++) { /* every table with and without Winograd */
-        const InferKernels *kern = infer_kernels_get(ik_tables[t / 2]);
+    for (int t = 0; t < 4 * IK_NTABLES; t++) { /* every table in the four modes above */
+        const InferKernels *kern = infer_kernels_get(ik_tables[t / 4]);
         if (!kern) continue;
-        conv_set_winograd(t % 2);
+        conv_set_direct(t % 2);
+        conv_set_winograd(t % 4 >= 2);
         ik_seed = 777;
         for (int i = 0; i < 12; i++) {
             IkConv c;
@@ -169,6 +172,7 @@ static void test_ik_conv_random(void) {
         }
     }
     conv_set_winograd(1);
+    conv_set_direct(1);
 }
 
 /* The SIMD tables against the portable one on the same packed problem. */
@@ -343,7 +347,8 @@ static int ik_gemm_case(const InferKernels *kern, bool ta, bool tb, int M, int N
         free(scratch);
     }
     char what[128];
-    snprintf(what, sizeof what, "gemm %s ta=%d tb=%d %dx%dx%d acc=%d par=%d", kern->name, ta, tb, M, N, K, acc, parallel);
+    snprintf(what, sizeof what, "gemm %s ta=%d tb=%d %dx%dx%d acc=%d par=%d", kern->name, ta, tb, M, N, K, acc,
+             parallel);
     /* sums of K products of values in [-1, 1): float error grows like sqrt(K) ulp */
     int ok = ik_close(what, C, want, (size_t)M * ldc, 1e-5 * (1 + sqrt((double)K)));
     free(A), free(B), free(C), free(want);
@@ -351,15 +356,15 @@ static int ik_gemm_case(const InferKernels *kern, bool ta, bool tb, int M, int N
 }
 
 static void test_ik_gemm(void) {
-    static const int shapes[][3] = {{1, 1, 1},   {8, 32, 16},  {7, 33, 5},    {17, 100, 300}, {130, 40, 257},
+    static const int shapes[][3] = {{1, 1, 1},    {8, 32, 16},   {7, 33, 5},     {17, 100, 300}, {130, 40, 257},
                                     {3, 1030, 9}, {64, 70, 600}, {129, 1025, 2}, {16, 27, 2000}, {5, 5, 0}};
     for (int t = 0; t < IK_NTABLES; t++) {
         const InferKernels *kern = infer_kernels_get(ik_tables[t]);
         if (!kern) continue;
         for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
             for (int tr = 0; tr < 4; tr++)
-                CU_ASSERT(ik_gemm_case(kern, tr & 1, tr >> 1, shapes[i][0], shapes[i][1], shapes[i][2], (i + tr) % 2,
-                                       false));
+                CU_ASSERT(
+                    ik_gemm_case(kern, tr & 1, tr >> 1, shapes[i][0], shapes[i][1], shapes[i][2], (i + tr) % 2, false));
         CU_ASSERT(ik_gemm_case(kern, false, true, 48, 300, 700, false, true));
         CU_ASSERT(ik_gemm_case(kern, true, false, 300, 20, 700, true, true)); /* 8 MFLOP: split by rows */
     }
