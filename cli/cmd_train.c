@@ -92,7 +92,7 @@ int cmd_train(int argc, char **argv) {
     bool cos_lr = false;
     ArgSpec specs[] = {
         {"--cfg", ARG_STR, &o.cfg, "CFG: model YAML (configs/models/...)"},
-        {"--weights", ARG_STR, &o.weights, "W: start from these weights (checkpoint or converted official)"},
+        {"--weights", ARG_STR, &o.weights, "W: start from these weights (checkpoint: its EMA weights when it has them; or converted official)"},
         {"--data", ARG_STR, &o.data, "D: data set YAML (configs/data/...)"},
         {"--hyp", ARG_STR, &o.hyp, "H: hyperparameter YAML (default: the official hyp.scratch-high values)"},
         {"--epochs", ARG_INT, &o.epochs, "N: epochs (default 100)"},

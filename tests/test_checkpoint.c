@@ -231,6 +231,35 @@ static void test_cfg_and_mismatch(void) {
     CU_ASSERT(same_tensor(m5->params[0].t, m->params[0].t));
     ckpt_close(ck);
     remove(path);
+    /* a file with EMA weights: the transfer takes them, not the raw model.* ones */
+    ModelOptions mo2 = {.nc = 3, .seed = 2};
+    Model *e = model_build_file(TINY, &mo2), *into = model_build_file(TINY, &mo);
+    CU_ASSERT_NONNULL_OK(e);
+    CU_ASSERT_NONNULL_OK(into);
+    if (e && into) {
+        w = st_writer_new();
+        for (int i = 0; i < m->nparams; i++) {
+            char ema[256];
+            snprintf(ema, sizeof ema, "ema.%s", m->params[i].name);
+            const Tensor *t = m->params[i].t, *te = e->params[i].t;
+            st_writer_add_f32(w, m->params[i].name, t->ndim, t->shape, t->data);
+            st_writer_add_f32(w, ema, te->ndim, te->shape, te->data);
+        }
+        CU_ASSERT_OK(st_writer_save(w, path));
+        st_writer_free(w);
+        ck = ckpt_open(path);
+        CU_ASSERT_NONNULL_OK(ck);
+        if (ck) {
+            CU_ASSERT_OK(ckpt_transfer(ck, into, &done, &total));
+            CU_ASSERT_EQUAL(done, into->nparams);
+            CU_ASSERT(same_tensor(into->params[0].t, e->params[0].t));
+            CU_ASSERT(!same_tensor(into->params[0].t, m->params[0].t));
+            ckpt_close(ck);
+        }
+        remove(path);
+    }
+    model_free(e);
+    model_free(into);
 done:
     model_free(m);
     model_free(m5);

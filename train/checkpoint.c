@@ -160,13 +160,19 @@ int ckpt_load_weights(const Checkpoint *ck, Model *m, CkptWhich which) {
 
 int ckpt_transfer(const Checkpoint *ck, Model *m, int *transferred, int *total) {
     const int n = m->nparams + m->nbuffers;
+    /* a training checkpoint's EMA weights are the ones its validation scored; the
+     * official trainer makes them the `model` of every finished checkpoint
+     * (strip_optimizer), so a fine-tuning starts from them */
+    const bool ema = ckpt_has_ema(ck);
     int done = 0;
     for (int i = 0; i < n; i++) {
         const char *name;
         Tensor *t = model_entry(m, i, &name);
-        const StTensorInfo *ti = st_find(ck->st, name);
+        char key[512];
+        snprintf(key, sizeof key, "%s%s", ema ? "ema." : "", name);
+        const StTensorInfo *ti = st_find(ck->st, key);
         if (!ti || !same_shape(ti, t)) continue;
-        if (st_read_f32(ck->st, name, t->data, t->numel)) return -1;
+        if (st_read_f32(ck->st, key, t->data, t->numel)) return -1;
         done++;
     }
     if (transferred) *transferred = done;

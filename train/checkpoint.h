@@ -69,8 +69,9 @@ int ckpt_load_weights(const Checkpoint *ck, Model *m, CkptWhich which);
  * the model the same way. */
 Model *ckpt_load_model(const Checkpoint *ck, const char *cfg_path, const ModelOptions *opt, bool prefer_ema,
                        bool *used_ema);
-/* The official intersect_dicts: copies the model.* tensors whose name and
- * shape match a tensor of m, leaves the others; *transferred / *total count. */
+/* The official intersect_dicts: copies the model.* tensors (ema.model.* when
+ * the file has EMA weights) whose name and shape match a tensor of m, leaves
+ * the others; *transferred / *total count. */
 int ckpt_transfer(const Checkpoint *ck, Model *m, int *transferred, int *total);
 /* Restores the EMA tensors and its update count. */
 int ckpt_load_ema(const Checkpoint *ck, ModelEMA *e);
