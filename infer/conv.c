@@ -57,7 +57,7 @@ static int winograd_enabled(void) {
 
 static int direct_mode = -1; /* -1: not decided yet (environment) */
 
-void conv_set_direct(int on) { direct_mode = on != 0; }
+void conv_set_direct(int mode) { direct_mode = mode < 0 ? 0 : mode > 2 ? 2 : mode; }
 
 static int direct_enabled(void) {
     if (direct_mode < 0) {
@@ -87,7 +87,8 @@ int conv_init(ConvLayer *L, const InferKernels *kern, int cin, int cout, int k, 
     }
     int mr = kern->mr;
     L->mpanels = (cout_g + mr - 1) / mr;
-    L->direct = direct_enabled() && k > 1 && k <= DIRECT_KMAX && d == 1 && s <= 2; /* when the band fits: conv_run */
+    /* k > 1: when the input band fits (conv_run); 1x1: the GEMM reads the input in place */
+    L->direct = direct_enabled() && ((k > 1 && k <= DIRECT_KMAX && d == 1 && s <= 2) || (k == 1 && s == 1 && p == 0));
     L->bias = calloc((size_t)g * L->mpanels * mr, sizeof(float));
     if (!L->bias) goto oom;
     for (int co = 0; b && co < cout; co++) L->bias[(size_t)(co / cout_g) * L->mpanels * mr + co % cout_g] = b[co];
@@ -218,6 +219,7 @@ typedef struct {
     const Map *in, *out;
     Geom geom;
     int npix, nc, nblocks, mchunks, panels_per_chunk;
+    int in_place; /* a 1x1 conv whose GEMM reads the input planes directly */
     size_t ntasks;
     float *scratch;
     size_t scratch_per_slot;
@@ -248,7 +250,7 @@ static void conv_task(void *ctx, size_t task, size_t slot) {
     int nkb = (L->kdim + KC_MAX - 1) / KC_MAX;
     int kcb = (L->kdim + nkb - 1) / nkb; /* even K blocks */
     size_t ldc = (size_t)J->npix, hw = (size_t)J->in->h * J->in->w;
-    int pointwise = L->k == 1 && L->s == 1 && L->p == 0;
+    int pointwise = J->in_place;
     float tile[64 * 64];
     for (int k0 = 0; k0 < L->kdim; k0 += kcb) {
         int kc = L->kdim - k0 < kcb ? L->kdim - k0 : kcb;
@@ -445,6 +447,19 @@ static int channel_chunks(const ConvLayer *L, size_t base, int threads) {
     return (L->mpanels + ppc - 1) / ppc;
 }
 
+/* Where the direct convolution beats im2col + GEMM, measured one thread on this
+ * project's conv shapes (docs/BENCHMARKS.md): reading a 1x1 conv's input planes in
+ * place pays on maps up to 80x80 (on bigger ones the strided rows cost more than a
+ * packed copy); the direct stride-2 conv pays for narrow convs (few multiplies per
+ * im2col copy), while wide ones on small maps do better on packed panels. */
+static int direct_pays(const ConvLayer *L, const Map *in, const Map *out) {
+    if (direct_mode == 2) return 1;
+    int cin_g = L->cin / L->g, cout_g = L->cout / L->g;
+    if (L->k == 1) return (long)in->h * in->w <= 80 * 80 || cin_g <= 16;
+    if (L->s == 2) return (long)cin_g * cout_g <= 64 * 64 && (long)out->h * out->w >= 20 * 20;
+    return 1;
+}
+
 /* Runs the conv directly when one output row's input band fits the scratch; 0 if not. */
 static int direct_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch) {
     int s = L->s, k = L->k, threads = pool_threads();
@@ -493,7 +508,8 @@ void conv_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch)
         parallel_for((size_t)in->n * L->cout, 1, dw_worker, &J);
         return;
     }
-    if (L->direct && direct_run(L, in, out, scratch)) return;
+    int direct = L->direct && direct_pays(L, in, out);
+    if (direct && L->k > 1 && direct_run(L, in, out, scratch)) return;
     int nr = L->kern->nr;
     int npix = out->h * out->w;
     int threads = pool_threads();
@@ -514,6 +530,7 @@ void conv_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch)
                  .nblocks = nblocks,
                  .mchunks = mchunks,
                  .panels_per_chunk = ppc,
+                 .in_place = direct && L->k == 1,
                  .ntasks = base * mchunks,
                  .scratch = scratch,
                  .scratch_per_slot = conv_scratch_floats(L)};

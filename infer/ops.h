@@ -54,9 +54,10 @@ void conv_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch)
  * environment variable GELAN_INFER_WINOGRAD=0 turns it off). */
 void conv_set_winograd(int on);
 
-/* Whether conv_init uses the direct convolution (no im2col) where it applies
- * (default on; GELAN_INFER_DIRECT=0 turns it off). */
-void conv_set_direct(int on);
+/* Whether convs use the direct convolution (no im2col): 0 never, 1 where it
+ * pays (the default; the environment variable GELAN_INFER_DIRECT=0 turns it
+ * off), 2 wherever it applies (tests). Affects the convs initialised afterwards. */
+void conv_set_direct(int mode);
 
 /* Winograd F(2x2,3x3) (winograd.c), used by conv for 3x3 stride-1 convs. */
 int winograd_applies(int cin, int cout, int k, int s, int d, int g);

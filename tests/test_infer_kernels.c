@@ -133,8 +133,8 @@ static void test_ik_conv_vs_naive(void) {
         {1, 96, 80, 25, 27, 1, 1, 0, 1, 1, ACT_SILU},
         {2, 48, 40, 21, 19, 3, 1, 1, 1, 1, ACT_SILU},
     };
-    for (int mode = 0; mode < 4; mode++) { /* im2col + GEMM; direct; Winograd; direct or Winograd by shape */
-        conv_set_direct(mode % 2);
+    for (int mode = 0; mode < 4; mode++) { /* im2col + GEMM; direct; Winograd; each where it pays */
+        conv_set_direct(mode == 1 ? 2 : mode == 3);
         conv_set_winograd(mode >= 2);
         for (int t = 0; t < IK_NTABLES; t++) {
             const InferKernels *kern = infer_kernels_get(ik_tables[t]);
@@ -152,7 +152,7 @@ static void test_ik_conv_random(void) {
     for (int t = 0; t < 4 * IK_NTABLES; t++) { /* every table in the four modes above */
         const InferKernels *kern = infer_kernels_get(ik_tables[t / 4]);
         if (!kern) continue;
-        conv_set_direct(t % 2);
+        conv_set_direct(t % 4 == 1 ? 2 : t % 4 == 3);
         conv_set_winograd(t % 4 >= 2);
         ik_seed = 777;
         for (int i = 0; i < 12; i++) {
