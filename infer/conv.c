@@ -28,7 +28,7 @@
 #define DIRECT_KMAX 7 /* largest kernel of the direct convolution (its tap table) */
 /* Winograd F(2x2,3x3) does 2.25x fewer multiplies than a direct 3x3 conv, but its
  * transforms cost more than that saves when the conv has few channels, the more so
- * on small maps (measured one thread on gelan-t's shapes, docs/BENCHMARKS.md). */
+ * on small maps (bench/conv_algo_bench.c, one thread; docs/BENCHMARKS.md). */
 #define DIRECT_OVER_WINOGRAD 4096 /* cin*cout up to which a conv keeps both packings */
 static int direct_beats_winograd(const ConvLayer *L, const Map *in) {
     long cc = (long)L->cin * L->cout, hw = (long)in->h * in->w;
@@ -447,15 +447,16 @@ static int channel_chunks(const ConvLayer *L, size_t base, int threads) {
     return (L->mpanels + ppc - 1) / ppc;
 }
 
-/* Where the direct convolution beats im2col + GEMM, measured one thread on this
- * project's conv shapes (docs/BENCHMARKS.md): reading a 1x1 conv's input planes in
- * place pays on maps up to 80x80 (on bigger ones the strided rows cost more than a
- * packed copy); the direct stride-2 conv pays for narrow convs (few multiplies per
- * im2col copy), while wide ones on small maps do better on packed panels. */
+/* Where the direct convolution beats im2col + GEMM (bench/conv_algo_bench.c, one
+ * thread; the table is in docs/BENCHMARKS.md): reading a 1x1 conv's input planes in
+ * place pays on maps up to 80x80 with up to 128 input channels (on bigger ones the
+ * strided rows cost more than a packed copy); the direct stride-2 conv pays for
+ * narrow convs (few multiplies per im2col copy), while wide ones on small maps do
+ * better on packed panels. */
 static int direct_pays(const ConvLayer *L, const Map *in, const Map *out) {
     if (direct_mode == 2) return 1;
     int cin_g = L->cin / L->g, cout_g = L->cout / L->g;
-    if (L->k == 1) return (long)in->h * in->w <= 80 * 80 || cin_g <= 16;
+    if (L->k == 1) return (long)in->h * in->w <= 80 * 80 && cin_g <= 128;
     if (L->s == 2) return (long)cin_g * cout_g <= 64 * 64 && (long)out->h * out->w >= 20 * 20;
     return 1;
 }
@@ -472,8 +473,9 @@ static int direct_run(const ConvLayer *L, const Map *in, const Map *out, float *
     /* bands of at least two rows (each repeats halo rows of input), enough of them to balance */
     size_t per_band = (size_t)in->n * L->g;
     int want = (int)((4 * (size_t)threads + per_band - 1) / per_band);
-    int even = (out->h + want - 1) / want;
-    if (even < rows) rows = even < 2 ? (rows < 2 ? rows : 2) : even;
+    int balanced = (out->h + want - 1) / want;
+    if (balanced < 2) balanced = 2;
+    if (balanced < rows) rows = balanced;
     DirectJob J = {.L = L,
                    .in = in,
                    .out = out,
