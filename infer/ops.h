@@ -22,6 +22,20 @@ typedef struct {
  * few microseconds while its threads spin between jobs, tens when they sleep. */
 #define SERIAL_FLOPS 1e6
 
+/* A conv pass is split into tasks numbered over (image, group, block of pixels
+ * or rows, chunk of output channels), the chunk varying fastest. */
+typedef struct {
+    int img, group, block, mchunk;
+} ConvTask;
+
+static inline ConvTask conv_task_decode(size_t task, int mchunks, int nblocks, int groups) {
+    ConvTask c;
+    c.mchunk = (int)(task % (size_t)mchunks), task /= (size_t)mchunks;
+    c.block = (int)(task % (size_t)nblocks), task /= (size_t)nblocks;
+    c.group = (int)(task % (size_t)groups), c.img = (int)(task / (size_t)groups);
+    return c;
+}
+
 /* ---- conv: the weights packed once for one kernel table -------------------- */
 typedef struct {
     int cin, cout, k, s, p, d, g;

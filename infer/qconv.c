@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "infer/ops.h"
 #include "tensor/error.h"
 #include "tensor/pool.h"
 
@@ -459,12 +460,8 @@ static void gemm_task(void *ctx, size_t task, size_t slot) {
     const QConv *L = J->L;
     const QConvKernels *K = L->kern;
     int mr = K->mr, nr = K->nr;
-    size_t t = task;
-    int mchunk = (int)(t % J->mchunks);
-    t /= J->mchunks;
-    int nb = (int)(t % J->nblocks);
-    t /= J->nblocks;
-    int gi = (int)(t % L->g), img = (int)(t / L->g);
+    ConvTask ct = conv_task_decode(task, J->mchunks, J->nblocks, L->g);
+    int mchunk = ct.mchunk, nb = ct.block, gi = ct.group, img = ct.img;
     int cout_g = L->cout / L->g;
     size_t hw = (size_t)J->geom.h * J->geom.w;
     const uint32_t *codes = (const uint32_t *)(const void *)J->codes + ((size_t)img * L->g + gi) * (L->cin_g4 / 4) * hw;
