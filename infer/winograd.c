@@ -28,7 +28,7 @@
 /* Block sizes, measured on Zen 5 (1 MB L2): V is 16 x KCW x NBW floats
  * (256 KB), M is 16 x MCW x NBW (1 MB, touched once per input block). */
 #define KCW 64     /* input channels per block */
-#define MCW 256    /* output channels per task */
+#define MCW 256    /* output channels per task (one thread; half with more) */
 #define NBW_MIN 64 /* tiles per block, rounded up to a multiple of NR */
 
 /* tiles per block: a multiple of nr, at least NBW_MIN */
@@ -216,7 +216,11 @@ void winograd_run(const ConvLayer *L, const Map *in, const Map *out, float *scra
     J.nblocks = (J.tiles + nb - 1) / nb;
     /* Small maps (20x20, 10x10) have one or two blocks of tiles: split the output channels
      * finer so that every thread has work (two tasks per thread), in whole panels. */
-    int threads = pool_threads(), mr = L->kern->mr, mcw = MCW;
+    /* With several threads, chunks of MCW/2 channels: each thread's M buffer halves (two
+     * threads share the cache and memory system) and a map has twice the tasks to balance.
+     * Measured against ONNX Runtime in alternating runs (docs/BENCHMARKS.md): gelan-c at 640,
+     * 2 threads, 3% faster; with one thread the full MCW is faster (one input transform). */
+    int threads = pool_threads(), mr = L->kern->mr, mcw = threads > 1 ? MCW / 2 : MCW;
     size_t base = (size_t)in->n * J.nblocks;
     if (base * ((L->cout + mcw - 1) / mcw) < 2 * (size_t)threads) {
         int want = (int)((2 * (size_t)threads + base - 1) / base); /* chunks wanted */
