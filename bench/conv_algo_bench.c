@@ -1,11 +1,12 @@
-/* The runtime's three ways to compute a conv (infer/conv.c), timed against each other on one
+/* The runtime's ways to compute a conv (infer/conv.c), timed against each other on one
  * shape after another: im2col + packed GEMM, the direct convolution, and (3x3 stride 1)
- * Winograd F(2x2,3x3). This is the measurement behind conv.c's choices (direct_pays and
- * direct_beats_winograd): which way is faster depends on the channel counts and the map size.
+ * Winograd F(2x2,3x3) and F(4x4,3x3). This is the measurement behind conv.c's choices
+ * (direct_pays, direct_beats_winograd, winograd_tile): which way is faster depends on the
+ * channel counts and the map size.
  *
  * Each cell is the minimum CPU time of the calling thread over --reps runs after a warm-up, with
  * one thread (--threads 1, the default), so another process on the other core disturbs it little.
- * Channels sweep 16..512 with cout = cin, 2*cin and cin/2; maps 20..320; shapes of more than
+ * Channels sweep 16..512 with cout = cin, 2*cin and cin/2; maps 10..320; shapes of more than
  * about 1.7 GFLOP (or under 4 MFLOP) are skipped. Ratios below 1 mean the second way is faster.
  *
  * usage: bench_conv_algo_bench [--kind s1|s2|pw|all] [--threads N] [--reps N] */
@@ -18,7 +19,7 @@
 #include "infer/ops.h"
 #include "tensor/pool.h"
 
-enum { IM2COL, DIRECT, WINOGRAD };
+enum { IM2COL, DIRECT, WINO2, WINO4 };
 
 static double thread_seconds(void) {
     struct timespec t;
@@ -28,7 +29,7 @@ static double thread_seconds(void) {
 
 /* Minimum time of one conv computed the given way (ms); the ways are forced with the test hooks. */
 static double time_conv(int way, int cin, int cout, int h, int k, int s, int reps) {
-    conv_set_winograd(way == WINOGRAD);
+    conv_set_winograd(way == WINO2 ? 2 : way == WINO4 ? 4 : 0);
     conv_set_direct(way == DIRECT ? 2 : 0);
     int p = k / 2, oh = conv_out_size(h, k, s, p, 1);
     size_t wn = (size_t)cout * cin * k * k, xn = (size_t)cin * h * h, yn = (size_t)cout * oh * oh;
@@ -56,15 +57,19 @@ static double time_conv(int way, int cin, int cout, int h, int k, int s, int rep
     return best * 1e3;
 }
 
-static void sweep(const char *kind, int reps) {
-    int k = !strcmp(kind, "pw") ? 1 : 3, s = !strcmp(kind, "s2") ? 2 : 1;
-    int a = !strcmp(kind, "s1") ? WINOGRAD : IM2COL, b = DIRECT;
-    const char *names[] = {"im2col", "direct", "winograd"};
-    static const int chans[] = {16, 32, 64, 128, 256, 512}, maps[] = {20, 40, 80, 160, 320};
-    printf("\n%dx%d stride %d (%s): %s against %s, one thread, min of %d runs\n\n", k, k, s, kind, names[b], names[a],
-           reps);
-    printf("| cin | cout | input | %s ms | %s ms | %s / %s |\n|---|---|---|---|---|---|\n", names[a], names[b],
-           names[b], names[a]);
+static void sweep(const char *kind, int threads, int reps) {
+    int k = !strcmp(kind, "pw") ? 1 : 3, s = !strcmp(kind, "s2") ? 2 : 1, s1 = !strcmp(kind, "s1");
+    static const int chans[] = {16, 32, 64, 128, 256, 512}, maps[] = {10, 20, 40, 80, 160, 320};
+    if (s1) {
+        printf("\n3x3 stride 1: Winograd F(2x2) and F(4x4) against each other and the direct conv, %d thread(s), "
+               "min of %d runs\n\n", threads, reps);
+        printf("| cin | cout | input | F(2x2) ms | F(4x4) ms | direct ms | F(4x4) / F(2x2) | direct / F(4x4) |\n"
+               "|---|---|---|---|---|---|---|---|\n");
+    } else {
+        printf("\n%dx%d stride %d (%s): direct against im2col, %d thread(s), min of %d runs\n\n", k, k, s, kind, threads,
+               reps);
+        printf("| cin | cout | input | im2col ms | direct ms | direct / im2col |\n|---|---|---|---|---|---|\n");
+    }
     for (size_t i = 0; i < sizeof chans / sizeof *chans; i++)
         for (int m = 0; m < 3; m++) {
             int cin = chans[i], cout = m == 0 ? cin : m == 1 ? 2 * cin : cin / 2;
@@ -73,8 +78,15 @@ static void sweep(const char *kind, int reps) {
                 int h = maps[j], oh = conv_out_size(h, k, s, k / 2, 1);
                 double flops = 2.0 * cin * cout * k * k * oh * oh;
                 if (flops > 1.7e9 || flops < 4e6) continue;
-                double ta = time_conv(a, cin, cout, h, k, s, reps), tb = time_conv(b, cin, cout, h, k, s, reps);
-                printf("| %d | %d | %dx%d | %.3f | %.3f | %.2f |\n", cin, cout, h, h, ta, tb, tb / ta);
+                double td = time_conv(DIRECT, cin, cout, h, k, s, reps);
+                if (s1) {
+                    double t2 = time_conv(WINO2, cin, cout, h, k, s, reps), t4 = time_conv(WINO4, cin, cout, h, k, s, reps);
+                    printf("| %d | %d | %dx%d | %.3f | %.3f | %.3f | %.2f | %.2f |\n", cin, cout, h, h, t2, t4, td, t4 / t2,
+                           td / t4);
+                } else {
+                    double ti = time_conv(IM2COL, cin, cout, h, k, s, reps);
+                    printf("| %d | %d | %dx%d | %.3f | %.3f | %.2f |\n", cin, cout, h, h, ti, td, td / ti);
+                }
                 fflush(stdout);
             }
         }
@@ -104,6 +116,6 @@ int main(int argc, char **argv) {
     printf("conv algorithms (%s kernels), %d thread(s)\n", infer_kernels()->name, threads);
     const char *kinds[] = {"s1", "s2", "pw"};
     for (int i = 0; i < 3; i++)
-        if (!strcmp(kind, "all") || !strcmp(kind, kinds[i])) sweep(kinds[i], reps);
+        if (!strcmp(kind, "all") || !strcmp(kind, kinds[i])) sweep(kinds[i], threads, reps);
     return 0;
 }

@@ -23,16 +23,24 @@
 #include "tensor/error.h"
 #include "tensor/pool.h"
 
-#define KC_MAX 384    /* K rows per block */
-#define NC_MAX 256    /* output pixels per block (rounded down to a multiple of NR) */
+/* Block sizes of the GEMM (measured with bench/conv_algo_bench.c and whole models): a
+ * B block of 256 x 128 floats (128 KB) leaves room in L2 for the weight panels that
+ * stream past it even when a busy neighbour shares the core's caches (384 x 256 was as
+ * fast on a quiet core, 7-10% slower on a shared one), and small maps get more tasks to
+ * balance (gelan-c's stride-2 convs at 40x40 and 20x20: -20%, two threads). */
+#define KC_MAX 256 /* K rows per block */
+#define NC_MAX 128 /* output pixels per block (rounded down to a multiple of NR) */
 #define DIRECT_KMAX 7 /* largest kernel of the direct convolution (its tap table) */
-/* Winograd F(2x2,3x3) does 2.25x fewer multiplies than a direct 3x3 conv, but its
- * transforms cost more than that saves when the conv has few channels, the more so
- * on small maps (bench/conv_algo_bench.c, one thread; docs/BENCHMARKS.md). */
-#define DIRECT_OVER_WINOGRAD 4096 /* cin*cout up to which a conv keeps both packings */
+/* Winograd does 2.25x (F(2x2)) or 4x (F(4x4)) fewer multiplies than a direct 3x3
+ * conv, but its transforms cost more than that saves when the conv has few channels,
+ * and on small maps its tiles (and the NR-wide GEMM panels of tiles) are mostly
+ * padding: a 10x10 map has 9 F(4x4) tiles (bench/conv_algo_bench.c; docs/BENCHMARKS.md).
+ * Every Winograd conv therefore keeps the direct packing too (when the direct
+ * convolution is on), and conv_run picks per call. */
 static int direct_beats_winograd(const ConvLayer *L, const Map *in) {
     long cc = (long)L->cin * L->cout, hw = (long)in->h * in->w;
-    return cc <= 512 || (cc <= 2304 && hw <= 40 * 40) || (cc <= DIRECT_OVER_WINOGRAD && hw <= 20 * 20);
+    return cc <= 512 || (cc <= 1024 && hw <= 80 * 80) || (cc <= 2304 && hw <= 40 * 40) ||
+           (cc <= 4096 && hw <= 20 * 20) || (hw <= 12 * 12 && pool_threads() > 1);
 }
 #define BAND_FLOATS 65536 /* per-thread input band of the direct convolution (256 KB, in L2) */
 
@@ -45,14 +53,27 @@ int conv_out_size(int in, int k, int s, int p, int d) {
 
 static int winograd_mode = -1; /* -1: not decided yet (environment) */
 
-void conv_set_winograd(int on) { winograd_mode = on != 0; }
+void conv_set_winograd(int mode) { winograd_mode = mode == 2 || mode == 4 ? mode : mode != 0; }
 
 static int winograd_enabled(void) {
     if (winograd_mode < 0) {
         const char *env = getenv("GELAN_INFER_WINOGRAD");
-        winograd_mode = !(env && !strcmp(env, "0"));
+        winograd_mode = 1;
+        if (env && (!strcmp(env, "0") || !strcmp(env, "2") || !strcmp(env, "4"))) winograd_mode = atoi(env);
     }
     return winograd_mode;
+}
+
+/* Winograd's output tile for a call: F(4x4,3x3) on big maps, where its 1.78x fewer
+ * multiplies than F(2x2) win (7-19% on 40x40 and bigger maps with 128+ channels, 80x80
+ * with 64+, one and two threads); F(2x2,3x3) on smaller ones, where F(4x4)'s 4x4 tiles
+ * and its 4x larger transformed weights cost more than that (docs/BENCHMARKS.md,
+ * bench/conv_algo_bench.c). F(2x2) also has one decimal digit more precision. */
+static int winograd_tile(const ConvLayer *L, const Map *out) {
+    int mode = winograd_enabled();
+    if (mode == 2 || mode == 4) return mode;
+    long cc = (long)L->cin * L->cout, hw = (long)out->h * out->w;
+    return (hw >= 40 * 40 && cc >= 128 * 128) || (hw >= 80 * 80 && cc >= 64 * 64) ? 4 : 2;
 }
 
 static int direct_mode = -1; /* -1: not decided yet (environment) */
@@ -92,12 +113,8 @@ int conv_init(ConvLayer *L, const InferKernels *kern, int cin, int cout, int k, 
     L->bias = calloc((size_t)g * L->mpanels * mr, sizeof(float));
     if (!L->bias) goto oom;
     for (int co = 0; b && co < cout; co++) L->bias[(size_t)(co / cout_g) * L->mpanels * mr + co % cout_g] = b[co];
-    if (winograd_enabled() && winograd_applies(cin, cout, k, s, d, g)) {
-        L->winograd = 1;
-        if (!(L->wino = winograd_pack(kern, cin, cout, w))) goto oom;
-        /* a narrow conv also gets the direct packing: on small maps it is faster (conv_run) */
-        if (!L->direct || (long)cin * cout > DIRECT_OVER_WINOGRAD) return 0;
-    }
+    /* Winograd's weights come later, from these panels (conv_run) */
+    L->winograd = winograd_enabled() && winograd_applies(cin, cout, k, s, d, g);
     size_t per_group = (size_t)L->mpanels * L->kdim * mr;
     L->wpack = calloc(per_group * g, sizeof(float));
     if (!L->wpack) goto oom;
@@ -116,17 +133,22 @@ oom:
 
 void conv_free(ConvLayer *L) {
     free(L->wpack);
-    free(L->wino);
+    free(L->wino[0]);
+    free(L->wino[1]);
     free(L->bias);
-    L->wpack = L->wino = L->bias = NULL;
+    L->wpack = L->wino[0] = L->wino[1] = L->bias = NULL;
 }
 
 static int nc_max(const ConvLayer *L) { return NC_MAX / L->kern->nr * L->kern->nr; }
 
 size_t conv_scratch_floats(const ConvLayer *L) {
     if (L->depthwise) return 0;
-    size_t n = L->winograd ? winograd_scratch_floats(L->kern) : 0;
-    if (L->wpack) { /* im2col blocks, or the direct convolution's input band */
+    size_t n = 0;
+    if (L->winograd) {
+        size_t f2 = winograd_scratch_floats(L->kern, 2), f4 = winograd_scratch_floats(L->kern, 4);
+        n = f2 > f4 ? f2 : f4;
+    }
+    { /* im2col blocks, or the direct convolution's input band */
         size_t gemm = (size_t)KC_MAX * nc_max(L);
         if (L->direct && gemm < BAND_FLOATS) gemm = BAND_FLOATS;
         if (gemm > n) n = gemm;
@@ -490,11 +512,21 @@ static int direct_run(const ConvLayer *L, const Map *in, const Map *out, float *
     return 1;
 }
 
-void conv_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch) {
+/* Runs the conv as Winograd, transforming its weights on first use; 0 when out of
+ * memory for them. */
+static int winograd_try(ConvLayer *L, const Map *in, const Map *out, float *scratch) {
+    int m = winograd_tile(L, out);
+    float **u = &L->wino[m == 4];
+    if (!*u && !(*u = winograd_pack(L->kern, m, L->cin, L->cout, L->wpack))) return 0;
+    winograd_run(L, m, *u, in, out, scratch);
+    return 1;
+}
+
+void conv_run(ConvLayer *L, const Map *in, const Map *out, float *scratch) {
     if (L->winograd) {
-        if (!(L->wpack && direct_beats_winograd(L, in) && direct_run(L, in, out, scratch)))
-            winograd_run(L, in, out, scratch);
-        return;
+        if (L->direct && direct_beats_winograd(L, in) && direct_run(L, in, out, scratch)) return;
+        if (winograd_try(L, in, out, scratch)) return;
+        /* out of memory for the transformed weights: the GEMM below needs none */
     }
     if (L->depthwise) {
         DwJob J = {L, in, out, out->h, out->w};

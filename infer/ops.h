@@ -43,13 +43,13 @@ typedef struct {
     float alpha;
     const InferKernels *kern;
     int depthwise; /* groups == cin == cout: direct per-channel kernel */
-    int winograd;  /* 3x3 stride 1: Winograd F(2x2,3x3), see winograd.c */
+    int winograd;  /* 3x3 stride 1, 16+ channels: may run as Winograd F(2x2) or F(4x4) (winograd.c) */
     int direct;    /* k > 1, stride 1 or 2, no dilation: no im2col (conv.c) when the input band fits */
     int kdim;      /* GEMM K = cin/g * k * k */
     int mpanels;   /* panels of kern->mr output channels per group */
-    float *wpack;  /* [g][mpanels][kdim][mr] (zero-padded rows), [cout][k*k] when depthwise,
-                    * NULL when winograd alone */
-    float *wino;   /* winograd: [16][mpanels][cin][mr], the transformed weights */
+    float *wpack;  /* [g][mpanels][kdim][mr] (zero-padded rows), [cout][k*k] when depthwise */
+    float *wino[2]; /* Winograd's transformed weights for F(2x2) and F(4x4), [(m+2)^2][mpanels][cin][mr],
+                     * made from wpack by the first conv_run that uses them (NULL until then) */
     float *bias;   /* [g][mpanels*mr], zero-padded */
 } ConvLayer;
 
@@ -61,23 +61,26 @@ int conv_out_size(int in, int k, int s, int p, int d); /* <= 0 when the input is
 /* floats of scratch one thread needs */
 size_t conv_scratch_floats(const ConvLayer *L);
 /* out = act(conv(in) + b); scratch holds nthreads * conv_scratch_floats(L) floats
- * (nthreads = pool_threads() at the time of the call). */
-void conv_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch);
+ * (nthreads = pool_threads() at the time of the call). Not const: the first call
+ * that runs a Winograd variant adds its weights to L. */
+void conv_run(ConvLayer *L, const Map *in, const Map *out, float *scratch);
 
-/* Whether conv_init uses Winograd where it applies (default on; the
- * environment variable GELAN_INFER_WINOGRAD=0 turns it off). */
-void conv_set_winograd(int on);
+/* Whether conv_init uses Winograd where it applies: 0 never, 1 with the output
+ * tile that pays (the default), 2 or 4 always F(2x2,3x3) or F(4x4,3x3) (tests).
+ * The environment variable GELAN_INFER_WINOGRAD=0, 2 or 4 sets the same. */
+void conv_set_winograd(int mode);
 
 /* Whether convs use the direct convolution (no im2col): 0 never, 1 where it
  * pays (the default; the environment variable GELAN_INFER_DIRECT=0 turns it
  * off), 2 wherever it applies (tests). Affects the convs initialised afterwards. */
 void conv_set_direct(int mode);
 
-/* Winograd F(2x2,3x3) (winograd.c), used by conv for 3x3 stride-1 convs. */
+/* Winograd F(m x m,3x3), m = 2 or 4 (winograd.c), used by conv for 3x3 stride-1 convs:
+ * the transformed weights from conv's panels (wpack, g = 1), and the conv with them. */
 int winograd_applies(int cin, int cout, int k, int s, int d, int g);
-float *winograd_pack(const InferKernels *kern, int cin, int cout, const float *w);
-size_t winograd_scratch_floats(const InferKernels *kern);
-void winograd_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch);
+float *winograd_pack(const InferKernels *kern, int m, int cin, int cout, const float *wpack);
+size_t winograd_scratch_floats(const InferKernels *kern, int m);
+void winograd_run(const ConvLayer *L, int m, const float *u, const Map *in, const Map *out, float *scratch);
 
 /* Reference conv, straight from the definition (tests). w [cout, cin/g, k, k]. */
 void conv_naive(const float *in, int n, int cin, int h, int w, const float *wt, const float *b, int cout, int k, int s,

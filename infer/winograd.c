@@ -1,96 +1,212 @@
-/* 3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3)
+/* 3x3 stride-1 convolution by Winograd's minimal filtering F(m x m, 3x3), m = 2 or 4
  * (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
  *
- * Each 2x2 output tile comes from a 4x4 input patch d: Y = A^T [U . V] A with
- * U = G g G^T (per weight, done once at load) and V = B^T d B; summed over
- * input channels this becomes 16 independent GEMMs, M_xi = U_xi (Cout x Cin)
- * * V_xi (Cin x tiles), with 16 multiplies per tile and channel pair instead
- * of 36: 2.25x fewer. The GEMMs run on the same micro-kernels as the direct
- * conv (B read row-major with a stride).
+ * Each m x m output tile comes from an a x a input patch d (a = m + 2):
+ * Y = A^T [U . V] A with U = G g G^T (per weight, done once at load) and
+ * V = B^T d B; summed over input channels this becomes a*a independent GEMMs,
+ * M_xi = U_xi (Cout x Cin) * V_xi (Cin x tiles). Multiplies per output and channel
+ * pair: 9 for a direct conv, 16/4 = 4 for F(2x2), 36/16 = 2.25 for F(4x4). The
+ * GEMMs run on the same micro-kernels as the direct conv (B read row-major with a
+ * stride).
  *
+ * F(2x2, 3x3), interpolation points 0, 1, -1, infinity:
  *   B^T = | 1  0 -1  0 |   G = | 1    0    0   |   A^T = | 1  1  1  0 |
  *         | 0  1  1  0 |       | 1/2  1/2  1/2 |         | 0  1 -1 -1 |
  *         | 0 -1  1  0 |       | 1/2 -1/2  1/2 |
  *         | 0  1  0 -1 |       | 0    0    1   |
  *
- * Tasks are (image, block of NBW consecutive tiles, chunk of MCW output
- * channels). Per task and block of KCW input channels, V is built for the
- * tiles of the block (row by row, in vector-friendly passes over input rows),
- * the 16 GEMMs accumulate into M, and at the end the output transform adds
- * the bias, writes the 2x2 tiles and applies the activation to whole output
- * row segments. Every buffer of a task fits in L2. */
+ * F(4x4, 3x3), points 0, 1, -1, 2, -2, infinity:
+ *   B^T = | 4  0 -5  0  1  0 |   G = |  1/4    0     0   |   A^T = | 1  1  1  1  1  0 |
+ *         | 0 -4 -4  1  1  0 |       | -1/6  -1/6  -1/6  |         | 0  1 -1  2 -2  0 |
+ *         | 0  4 -4 -1  1  0 |       | -1/6   1/6  -1/6  |         | 0  1  1  4  4  0 |
+ *         | 0 -2 -1  2  1  0 |       |  1/24  1/12  1/6  |         | 0  1 -1  8 -8  1 |
+ *         | 0  2 -1 -2  1  0 |       |  1/24 -1/12  1/6  |
+ *         | 0  4  0 -5  0  1 |       |  0     0     1    |
+ * F(4x4) does 1.78x fewer multiplies than F(2x2) and its transforms touch fewer
+ * values per output, but its larger coefficients cost about one more decimal digit
+ * of float precision (rms error 1.5e-6 of the output's scale against 3e-7 for a
+ * 256-channel conv; the tests bound it), its transformed weights are 4x the 3x3
+ * kernels (F(2x2): 1.78x), and its 4x4 tiles waste more on small maps: conv.c
+ * picks m per call from the map size, and transforms the weights on first use.
+ *
+ * Tasks are (image, block of nb consecutive tiles, chunk of output channels). Per
+ * task and block of input channels, V is built for the tiles of the block (row
+ * by row, in vector-friendly passes over input rows), the a*a GEMMs accumulate into
+ * M, and at the end the output transform adds the bias, writes the m x m tiles and
+ * applies the activation to whole output row segments. Every buffer of a task fits
+ * in L2. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "infer/ops.h"
 #include "tensor/pool.h"
 
-/* Block sizes, measured on Zen 5 (1 MB L2): V is 16 x KCW x NBW floats
- * (256 KB), M is 16 x MCW x NBW (1 MB, touched once per input block). */
-#define KCW 64     /* input channels per block */
-#define MCW 256    /* output channels per task (one thread; half with more) */
-#define NBW_MIN 64 /* tiles per block, rounded up to a multiple of NR */
+/* Block sizes, measured on Zen 5 (1 MB L2) by bench/conv_algo_bench.c and A/B runs of
+ * single shapes. V is a*a x kcw x nb floats, M is a*a x mcw x nb: F(2x2) 256 KB and 1 MB
+ * (mcw 256; 512 KB with several threads, where the chunks halve), F(4x4) 144 KB and
+ * 576 KB. F(4x4) with 64 input channels per block was 10% slower on a core whose L2 a
+ * busy neighbour shared (same speed otherwise); F(2x2) with 32 was 10% slower. Fewer
+ * output channels per task (64) repeat the input transform more and were 30% slower. */
+typedef struct {
+    int kcw;     /* input channels per block */
+    int mcw;     /* output channels per task (one thread) */
+    int nbw_min; /* tiles per block, rounded up to a multiple of NR */
+} WinoBlocks;
+static WinoBlocks blocks_of(int m) { return m == 4 ? (WinoBlocks){32, 128, 32} : (WinoBlocks){64, 256, 64}; }
+#define ROW_MAX 256 /* floats of one transformed input or output row: m * nb + 2 */
 
-/* tiles per block: a multiple of nr, at least NBW_MIN */
-static int nbw(const InferKernels *k) { return (NBW_MIN + k->nr - 1) / k->nr * k->nr; }
+/* tiles per block: a multiple of nr, at least nbw_min */
+static int nbw(const InferKernels *k, int m) {
+    int lo = blocks_of(m).nbw_min;
+    return (lo + k->nr - 1) / k->nr * k->nr;
+}
 
 int winograd_applies(int cin, int cout, int k, int s, int d, int g) {
     return k == 3 && s == 1 && d == 1 && g == 1 && cin >= 16 && cout >= 16;
 }
 
-/* U[xi][panel][ci][mr] with U = G g G^T for every (co, ci) */
-float *winograd_pack(const InferKernels *kern, int cin, int cout, const float *w) {
-    int mr = kern->mr, mpanels = (cout + mr - 1) / mr;
+/* U = G g G^T, a x a, for one 3x3 kernel g */
+static void weight_transform(int m, const float *g, float *U) {
+    int a = m + 2;
+    float t[6][3];
+    for (int c = 0; c < 3; c++) { /* G g: column c of the kernel */
+        float g0 = g[c], g1 = g[3 + c], g2 = g[6 + c];
+        if (m == 2) {
+            t[0][c] = g0;
+            t[1][c] = 0.5f * (g0 + g1 + g2);
+            t[2][c] = 0.5f * (g0 - g1 + g2);
+            t[3][c] = g2;
+        } else {
+            t[0][c] = g0 / 4;
+            t[1][c] = -(g0 + g1 + g2) / 6;
+            t[2][c] = -(g0 - g1 + g2) / 6;
+            t[3][c] = g0 / 24 + g1 / 12 + g2 / 6;
+            t[4][c] = g0 / 24 - g1 / 12 + g2 / 6;
+            t[5][c] = g2;
+        }
+    }
+    for (int r = 0; r < a; r++) { /* (G g) G^T: the same combinations of each row */
+        float g0 = t[r][0], g1 = t[r][1], g2 = t[r][2];
+        float *u = U + r * a;
+        if (m == 2) {
+            u[0] = g0, u[1] = 0.5f * (g0 + g1 + g2), u[2] = 0.5f * (g0 - g1 + g2), u[3] = g2;
+        } else {
+            u[0] = g0 / 4, u[1] = -(g0 + g1 + g2) / 6, u[2] = -(g0 - g1 + g2) / 6;
+            u[3] = g0 / 24 + g1 / 12 + g2 / 6, u[4] = g0 / 24 - g1 / 12 + g2 / 6, u[5] = g2;
+        }
+    }
+}
+
+/* U[xi][panel][ci][mr] for every (co, ci), from conv's panels: the 3x3 kernel of
+ * (co, ci) is at wpack[((co/mr * cin + ci) * 9 + tap) * mr + co%mr] */
+float *winograd_pack(const InferKernels *kern, int m, int cin, int cout, const float *wpack) {
+    int mr = kern->mr, mpanels = (cout + mr - 1) / mr, aa = (m + 2) * (m + 2);
     size_t per_xi = (size_t)mpanels * cin * mr;
-    float *u = calloc(16 * per_xi, sizeof(float));
+    float *u = calloc(aa * per_xi, sizeof(float));
     if (!u) return NULL;
     for (int co = 0; co < cout; co++)
         for (int ci = 0; ci < cin; ci++) {
-            const float *g = w + ((size_t)co * cin + ci) * 9;
-            float t[4][3], U[4][4];
-            for (int c = 0; c < 3; c++) { /* G g */
-                t[0][c] = g[c];
-                t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
-                t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
-                t[3][c] = g[6 + c];
-            }
-            for (int r = 0; r < 4; r++) { /* (G g) G^T */
-                U[r][0] = t[r][0];
-                U[r][1] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
-                U[r][2] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
-                U[r][3] = t[r][2];
-            }
-            for (int xi = 0; xi < 16; xi++)
-                u[xi * per_xi + ((size_t)(co / mr) * cin + ci) * mr + co % mr] = U[xi / 4][xi % 4];
+            const float *src = wpack + ((size_t)(co / mr) * cin + ci) * 9 * mr + co % mr;
+            float g[9], U[36];
+            for (int t = 0; t < 9; t++) g[t] = src[(size_t)t * mr];
+            weight_transform(m, g, U);
+            for (int xi = 0; xi < aa; xi++) u[xi * per_xi + ((size_t)(co / mr) * cin + ci) * mr + co % mr] = U[xi];
         }
     return u;
 }
 
-size_t winograd_scratch_floats(const InferKernels *kern) { return (size_t)16 * (KCW + MCW) * nbw(kern); }
+size_t winograd_scratch_floats(const InferKernels *kern, int m) {
+    int a = m + 2;
+    WinoBlocks bl = blocks_of(m);
+    return (size_t)a * a * (bl.kcw + bl.mcw) * nbw(kern, m);
+}
 
 typedef struct {
     const ConvLayer *L;
     const Map *in, *out;
-    int tw, tiles, nblocks, mchunks, mcw, nb; /* mcw: output channels per task (<= MCW, a multiple of mr) */
+    const float *u;                    /* the transformed weights */
+    int m, a;                          /* output tile m x m, input patch a x a */
+    int tw, tiles, nblocks, mchunks, nb;
+    int mcw;                           /* output channels per task (a multiple of mr) */
     size_t ntasks;
     float *scratch;
-    size_t per_slot;
+    size_t per_slot, mbuf_xi;          /* floats per slot; M's stride between GEMMs */
 } WinoJob;
+
+/* F(4x4)'s 1-D transforms over n independent columns: out_i = sum_j B^T[i][j] in_j and
+ * out_i = sum_j A^T[i][j] in_j (+ bias). Each array is its own row (restrict), which is
+ * what lets the compiler vectorise the loop across them. */
+static void bt6(const float *restrict d0, const float *restrict d1, const float *restrict d2, const float *restrict d3,
+                const float *restrict d4, const float *restrict d5, int n, float *restrict o0, float *restrict o1,
+                float *restrict o2, float *restrict o3, float *restrict o4, float *restrict o5) {
+    for (int x = 0; x < n; x++) {
+        o0[x] = 4 * d0[x] - 5 * d2[x] + d4[x];
+        o1[x] = (d3[x] + d4[x]) - 4 * (d1[x] + d2[x]);
+        o2[x] = (d4[x] - d3[x]) + 4 * (d1[x] - d2[x]);
+        o3[x] = (d4[x] - d2[x]) + 2 * (d3[x] - d1[x]);
+        o4[x] = (d4[x] - d2[x]) - 2 * (d3[x] - d1[x]);
+        o5[x] = 4 * d1[x] - 5 * d3[x] + d5[x];
+    }
+}
+
+static void at4(const float *restrict s0, const float *restrict s1, const float *restrict s2, const float *restrict s3,
+                const float *restrict s4, const float *restrict s5, int n, float bias, float *restrict o0,
+                float *restrict o1, float *restrict o2, float *restrict o3) {
+    for (int x = 0; x < n; x++) {
+        float p12 = s1[x] + s2[x], d12 = s1[x] - s2[x], p34 = s3[x] + s4[x], d34 = s3[x] - s4[x];
+        o0[x] = s0[x] + p12 + p34 + bias;
+        o1[x] = d12 + 2 * d34 + bias;
+        o2[x] = p12 + 4 * p34 + bias;
+        o3[x] = d12 + 8 * d34 + s5[x] + bias;
+    }
+}
+
+/* B^T d for the a input rows of a tile row, n columns each: u[i][x] */
+static void rows_transform(int m, float rows[][ROW_MAX], float u[][ROW_MAX], int n) {
+    if (m == 2) {
+        for (int x = 0; x < n; x++) {
+            float d0 = rows[0][x], d1 = rows[1][x], d2 = rows[2][x], d3 = rows[3][x];
+            u[0][x] = d0 - d2, u[1][x] = d1 + d2, u[2][x] = d2 - d1, u[3][x] = d1 - d3;
+        }
+        return;
+    }
+    bt6(rows[0], rows[1], rows[2], rows[3], rows[4], rows[5], n, u[0], u[1], u[2], u[3], u[4], u[5]);
+}
+
+/* (B^T d) B for one transformed row ui and tiles q < len (columns m*q .. m*q + a - 1):
+ * the a results of tile q go to v[j * xi_stride + q]. F(4x4) first splits the row into
+ * its 4 column phases, so that every combination below is a contiguous, vectorisable
+ * loop over tiles (tile q reads phases 0-3 at q and phases 0-1 at q + 1). */
+static void cols_transform(int m, const float *ui, int len, float *v, size_t xi_stride) {
+    float *v0 = v, *v1 = v0 + xi_stride, *v2 = v1 + xi_stride, *v3 = v2 + xi_stride;
+    if (m == 2) {
+        for (int q = 0; q < len; q++) {
+            const float *d = ui + 2 * q;
+            v0[q] = d[0] - d[2], v1[q] = d[1] + d[2], v2[q] = d[2] - d[1], v3[q] = d[1] - d[3];
+        }
+        return;
+    }
+    float e[4][ROW_MAX / 4 + 1];
+    for (int q = 0; q < len; q++)
+        e[0][q] = ui[4 * q], e[1][q] = ui[4 * q + 1], e[2][q] = ui[4 * q + 2], e[3][q] = ui[4 * q + 3];
+    e[0][len] = ui[4 * len], e[1][len] = ui[4 * len + 1];
+    bt6(e[0], e[1], e[2], e[3], e[0] + 1, e[1] + 1, len, v0, v1, v2, v3, v3 + xi_stride, v3 + 2 * xi_stride);
+}
 
 /* V for input channels [ci0, ci0+kc) and tiles [t0, t0+nt) of the block:
  * vbuf[xi][ci-ci0][j], j = tile - t0, row stride nb. */
 static void input_transform(const WinoJob *J, const float *in, int ci0, int kc, int t0, int nt, float *vbuf) {
-    int h = J->in->h, w = J->in->w, p = J->L->p, nb = J->nb;
+    int h = J->in->h, w = J->in->w, p = J->L->p, nb = J->nb, m = J->m, a = J->a;
     size_t xi_stride = (size_t)kc * nb;
-    float rows[4][2 * NBW_MIN + 8 + 64], u[4][2 * NBW_MIN + 8 + 64]; /* 2 * tiles + 2 (nb <= NBW_MIN + 31) */
+    float rows[6][ROW_MAX], u[6][ROW_MAX];
     for (int c = 0; c < kc; c++) {
         const float *plane = in + (size_t)(ci0 + c) * h * w;
         for (int t = t0; t < t0 + nt;) { /* one tile-row segment at a time */
             int ty = t / J->tw, tx0 = t % J->tw;
             int len = J->tw - tx0 < t0 + nt - t ? J->tw - tx0 : t0 + nt - t;
-            int x0 = 2 * tx0 - p, n = 2 * len + 2; /* input columns x0 .. x0+n-1 */
-            for (int r = 0; r < 4; r++) {
-                int iy = 2 * ty - p + r;
+            int x0 = m * tx0 - p, n = m * len + 2; /* input columns x0 .. x0+n-1 */
+            for (int r = 0; r < a; r++) {
+                int iy = m * ty - p + r;
                 if (iy < 0 || iy >= h) {
                     memset(rows[r], 0, sizeof(float) * n);
                     continue;
@@ -101,64 +217,66 @@ static void input_transform(const WinoJob *J, const float *in, int ci0, int kc, 
                 memcpy(rows[r] + lo, src + x0 + lo, sizeof(float) * (hi - lo));
                 for (int i = hi; i < n; i++) rows[r][i] = 0.f;
             }
-            for (int i = 0; i < n; i++) { /* B^T d: combinations of the 4 rows */
-                u[0][i] = rows[0][i] - rows[2][i];
-                u[1][i] = rows[1][i] + rows[2][i];
-                u[2][i] = rows[2][i] - rows[1][i];
-                u[3][i] = rows[1][i] - rows[3][i];
-            }
-            int j0 = t - t0;
-            for (int a = 0; a < 4; a++) { /* (B^T d) B: combinations of columns 2tx .. 2tx+3 */
-                float *v0 = vbuf + (size_t)(4 * a) * xi_stride + (size_t)c * nb + j0;
-                float *v1 = v0 + xi_stride, *v2 = v1 + xi_stride, *v3 = v2 + xi_stride;
-                const float *ua = u[a];
-                for (int q = 0; q < len; q++) {
-                    v0[q] = ua[2 * q] - ua[2 * q + 2];
-                    v1[q] = ua[2 * q + 1] + ua[2 * q + 2];
-                    v2[q] = ua[2 * q + 2] - ua[2 * q + 1];
-                    v3[q] = ua[2 * q + 1] - ua[2 * q + 3];
-                }
-            }
+            rows_transform(m, rows, u, n);
+            for (int i = 0; i < a; i++)
+                cols_transform(m, u[i], len, vbuf + (size_t)(a * i) * xi_stride + (size_t)c * nb + (t - t0), xi_stride);
             t += len;
         }
-        for (int xi = 0; xi < 16; xi++) /* tiles past the end: zeros, never output */
+        for (int xi = 0; xi < a * a; xi++) /* tiles past the end: zeros, never output */
             memset(vbuf + xi * xi_stride + (size_t)c * nb + nt, 0, sizeof(float) * (nb - nt));
     }
 }
 
-/* Y = A^T M A + bias for output channels [co0, co0+mc), then the activation */
+/* A^T M A + bias for tiles q < len of one output channel: M of tile q at
+ * mb[xi * xi_stride + q], output row r of the tiles in y[r][m*q ..]. Each step is a
+ * loop over the tiles, reading M's rows contiguously (vectorisable). */
+static void tiles_output(int m, const float *mb, size_t xi_stride, int len, float bias, float y[][ROW_MAX]) {
+    if (m == 2) {
+        for (int q = 0; q < len; q++) {
+            float s[4], d[4];
+            for (int b = 0; b < 4; b++) { /* A^T M, column b */
+                float m0 = mb[b * xi_stride + q], m1 = mb[(4 + b) * xi_stride + q];
+                float m2 = mb[(8 + b) * xi_stride + q], m3 = mb[(12 + b) * xi_stride + q];
+                s[b] = m0 + m1 + m2;
+                d[b] = m1 - m2 - m3;
+            }
+            y[0][2 * q] = s[0] + s[1] + s[2] + bias, y[0][2 * q + 1] = s[1] - s[2] - s[3] + bias;
+            y[1][2 * q] = d[0] + d[1] + d[2] + bias, y[1][2 * q + 1] = d[1] - d[2] - d[3] + bias;
+        }
+        return;
+    }
+    enum { TQ = ROW_MAX / 4 };
+    float t[4][6][TQ]; /* A^T M: row r, column b, tile q */
+    for (int b = 0; b < 6; b++) {
+        const float *m0 = mb + b * xi_stride;
+        size_t r = 6 * xi_stride;
+        at4(m0, m0 + r, m0 + 2 * r, m0 + 3 * r, m0 + 4 * r, m0 + 5 * r, len, 0.f, t[0][b], t[1][b], t[2][b], t[3][b]);
+    }
+    for (int r = 0; r < 4; r++) { /* (A^T M) A, row r: four outputs per tile */
+        float o[4][TQ];
+        at4(t[r][0], t[r][1], t[r][2], t[r][3], t[r][4], t[r][5], len, bias, o[0], o[1], o[2], o[3]);
+        float *yr = y[r];
+        for (int q = 0; q < len; q++)
+            yr[4 * q] = o[0][q], yr[4 * q + 1] = o[1][q], yr[4 * q + 2] = o[2][q], yr[4 * q + 3] = o[3][q];
+    }
+}
+
+/* Y for output channels [co0, co0+mc), then the activation */
 static void output_transform(const WinoJob *J, const float *mbuf, int co0, int mc, int t0, int nt, float *out) {
     const ConvLayer *L = J->L;
-    int oh = J->out->h, ow = J->out->w, nb = J->nb;
-    size_t xi_stride = (size_t)MCW * nb;
-    float y[4][NBW_MIN + 32];
+    int oh = J->out->h, ow = J->out->w, nb = J->nb, m = J->m;
+    float y[4][ROW_MAX];
     for (int c = 0; c < mc; c++) {
         int co = co0 + c;
-        float bias = L->bias[co];
         float *plane = out + (size_t)co * oh * ow;
         for (int t = t0; t < t0 + nt;) {
             int ty = t / J->tw, tx0 = t % J->tw;
             int len = J->tw - tx0 < t0 + nt - t ? J->tw - tx0 : t0 + nt - t;
-            const float *m = mbuf + (size_t)c * nb + (t - t0);
-            for (int q = 0; q < len; q++) {
-                float s[4], d[4];
-                for (int b = 0; b < 4; b++) {
-                    float m0 = m[(size_t)b * xi_stride + q], m1 = m[(size_t)(4 + b) * xi_stride + q];
-                    float m2 = m[(size_t)(8 + b) * xi_stride + q], m3 = m[(size_t)(12 + b) * xi_stride + q];
-                    s[b] = m0 + m1 + m2;
-                    d[b] = m1 - m2 - m3;
-                }
-                y[0][q] = s[0] + s[1] + s[2] + bias;
-                y[1][q] = s[1] - s[2] - s[3] + bias;
-                y[2][q] = d[0] + d[1] + d[2] + bias;
-                y[3][q] = d[1] - d[2] - d[3] + bias;
-            }
-            int x0 = 2 * tx0, n = (2 * (tx0 + len) < ow ? 2 * (tx0 + len) : ow) - x0;
-            for (int dy = 0; dy < 2 && 2 * ty + dy < oh; dy++) {
-                float *r = plane + (size_t)(2 * ty + dy) * ow + x0;
-                const float *even = y[2 * dy], *odd = y[2 * dy + 1];
-                for (int q = 0; q < n / 2; q++) r[2 * q] = even[q], r[2 * q + 1] = odd[q];
-                if (n & 1) r[n - 1] = even[n / 2]; /* an odd width ends on half a tile */
+            tiles_output(m, mbuf + (size_t)c * nb + (t - t0), J->mbuf_xi, len, L->bias[co], y);
+            int x0 = m * tx0, n = (m * (tx0 + len) < ow ? m * (tx0 + len) : ow) - x0; /* the last tile may stick out */
+            for (int dy = 0; dy < m && m * ty + dy < oh; dy++) {
+                float *r = plane + (size_t)(m * ty + dy) * ow + x0;
+                memcpy(r, y[dy], sizeof(float) * n);
                 L->kern->activate(r, (size_t)n, L->act, L->alpha);
             }
             t += len;
@@ -171,7 +289,7 @@ static void wino_task(void *ctx, size_t task, size_t slot) {
     float *scratch = J->scratch + slot * J->per_slot;
     const ConvLayer *L = J->L;
     const InferKernels *K = L->kern;
-    int mr = K->mr, nr = K->nr, nb = J->nb;
+    int mr = K->mr, nr = K->nr, nb = J->nb, aa = J->a * J->a;
     int mchunk = (int)(task % J->mchunks);
     size_t rest = task / J->mchunks;
     int blk = (int)(rest % J->nblocks), img = (int)(rest / J->nblocks);
@@ -180,55 +298,63 @@ static void wino_task(void *ctx, size_t task, size_t slot) {
     int mp0 = co0 / mr, mpn = (mc + mr - 1) / mr;
     const float *in = J->in->p + img * J->in->bstride;
     float *out = J->out->p + img * J->out->bstride;
-    float *vbuf = scratch, *mbuf = scratch + (size_t)16 * KCW * nb;
+    int kcw = blocks_of(J->m).kcw;
+    float *vbuf = scratch, *mbuf = scratch + (size_t)aa * kcw * nb;
     size_t per_xi = (size_t)L->mpanels * L->cin * mr;
-    int nkb = (L->cin + KCW - 1) / KCW, kcb = (L->cin + nkb - 1) / nkb;
+    int nkb = (L->cin + kcw - 1) / kcw, kcb = (L->cin + nkb - 1) / nkb;
     for (int ci0 = 0; ci0 < L->cin; ci0 += kcb) {
         int kc = L->cin - ci0 < kcb ? L->cin - ci0 : kcb;
         input_transform(J, in, ci0, kc, t0, nt, vbuf);
-        for (int xi = 0; xi < 16; xi++) {
-            const float *u = L->wino + xi * per_xi;
+        for (int xi = 0; xi < aa; xi++) {
+            const float *u = J->u + xi * per_xi;
             const float *v = vbuf + (size_t)xi * kc * nb;
-            float *m = mbuf + (size_t)xi * MCW * nb;
+            float *mx = mbuf + (size_t)xi * J->mbuf_xi;
             for (int mp = 0; mp < mpn; mp++)
                 for (int j = 0; j < nb; j += nr)
                     K->gemm_micro(kc, u + ((size_t)(mp0 + mp) * L->cin + ci0) * mr, v + j, (size_t)nb,
-                                  m + (size_t)mp * mr * nb + j, (size_t)nb, ci0 ? MICRO_ACC : 0, NULL, ACT_NONE, 0.f);
+                                  mx + (size_t)mp * mr * nb + j, (size_t)nb, ci0 ? MICRO_ACC : 0, NULL, ACT_NONE, 0.f);
         }
     }
     output_transform(J, mbuf, co0, mc, t0, nt, out);
 }
 
-void winograd_run(const ConvLayer *L, const Map *in, const Map *out, float *scratch) {
-    int th = (out->h + 1) / 2, tw = (out->w + 1) / 2, nr = L->kern->nr;
-    /* a block of at most nbw tiles; fewer on small maps (a 10x10 output has 25 tiles:
-     * one NR panel instead of a 64-tile block that would be 60% padding) */
-    int nb = nbw(L->kern), all = (th * tw + nr - 1) / nr * nr;
+void winograd_run(const ConvLayer *L, int m, const float *u, const Map *in, const Map *out, float *scratch) {
+    int nr = L->kern->nr;
+    int th = (out->h + m - 1) / m, tw = (out->w + m - 1) / m;
+    /* a block of at most nbw tiles; fewer on small maps (a 10x10 output has 25 F(2x2)
+     * tiles: one NR panel instead of a 64-tile block that would be 60% padding) */
+    int nb = nbw(L->kern, m), all = (th * tw + nr - 1) / nr * nr;
     if (all < nb) nb = all;
+    WinoBlocks bl = blocks_of(m);
     WinoJob J = {.L = L,
                  .in = in,
                  .out = out,
+                 .u = u,
+                 .m = m,
+                 .a = m + 2,
                  .tw = tw,
                  .tiles = th * tw,
                  .nb = nb,
                  .scratch = scratch,
-                 .per_slot = winograd_scratch_floats(L->kern)};
+                 .per_slot = winograd_scratch_floats(L->kern, m)};
     J.nblocks = (J.tiles + nb - 1) / nb;
-    /* Small maps (20x20, 10x10) have one or two blocks of tiles: split the output channels
-     * finer so that every thread has work (two tasks per thread), in whole panels. */
-    /* With several threads, chunks of MCW/2 channels: each thread's M buffer halves (two
-     * threads share the cache and memory system) and a map has twice the tasks to balance.
-     * Measured against ONNX Runtime in alternating runs (docs/BENCHMARKS.md): gelan-c at 640,
-     * 2 threads, 3% faster; with one thread the full MCW is faster (one input transform). */
-    int threads = pool_threads(), mr = L->kern->mr, mcw = threads > 1 ? MCW / 2 : MCW;
+    /* With several threads, chunks of half the output channels: each thread's M buffer
+     * halves (two threads share the cache and memory system) and a map has twice the tasks
+     * to balance. Measured against ONNX Runtime in alternating runs (docs/BENCHMARKS.md):
+     * gelan-c at 640, 2 threads, 3% faster; with one thread the full chunk is faster (one
+     * input transform). Small maps (20x20, 10x10) have one or two blocks of tiles: split the
+     * output channels finer so that every thread has work (two tasks per thread), in whole
+     * panels. */
+    int threads = pool_threads(), mr = L->kern->mr, mcw = threads > 1 && m == 2 ? bl.mcw / 2 : bl.mcw;
     size_t base = (size_t)in->n * J.nblocks;
     if (base * ((L->cout + mcw - 1) / mcw) < 2 * (size_t)threads) {
         int want = (int)((2 * (size_t)threads + base - 1) / base); /* chunks wanted */
         mcw = ((L->cout + want - 1) / want + mr - 1) / mr * mr;
-        if (mcw > MCW) mcw = MCW;
+        if (mcw > bl.mcw) mcw = bl.mcw;
         if (mcw < mr) mcw = mr;
     }
     J.mcw = mcw;
+    J.mbuf_xi = (size_t)mcw * nb;
     J.mchunks = (L->cout + mcw - 1) / mcw;
     J.ntasks = (size_t)in->n * J.nblocks * J.mchunks;
     size_t slots = (size_t)pool_threads() < J.ntasks ? (size_t)pool_threads() : J.ntasks;

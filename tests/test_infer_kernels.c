@@ -96,6 +96,14 @@ static int ik_conv_case(const InferKernels *kern, IkConv c) {
     return ok;
 }
 
+/* The ways conv_run can compute a conv, forced one at a time: im2col + GEMM; the
+ * direct convolution; Winograd F(4x4,3x3); F(2x2,3x3); each where it pays (the default). */
+#define IK_NMODES 5
+static void ik_set_mode(int mode) {
+    conv_set_direct(mode == 1 ? 2 : mode == 4);
+    conv_set_winograd(mode == 2 ? 4 : mode == 3 ? 2 : mode == 4);
+}
+
 static void test_ik_conv_vs_naive(void) {
     /* k, s, g and padding of every conv in the YOLOv9/GELAN configs (k 1/3 s 1/2,
      * the detect head's groups=4, depthwise for ShuffleNet units), plus k 5, a
@@ -133,9 +141,8 @@ static void test_ik_conv_vs_naive(void) {
         {1, 96, 80, 25, 27, 1, 1, 0, 1, 1, ACT_SILU},
         {2, 48, 40, 21, 19, 3, 1, 1, 1, 1, ACT_SILU},
     };
-    for (int mode = 0; mode < 4; mode++) { /* im2col + GEMM; direct; Winograd; each where it pays */
-        conv_set_direct(mode == 1 ? 2 : mode == 3);
-        conv_set_winograd(mode >= 2);
+    for (int mode = 0; mode < IK_NMODES; mode++) {
+        ik_set_mode(mode);
         for (int t = 0; t < IK_NTABLES; t++) {
             const InferKernels *kern = infer_kernels_get(ik_tables[t]);
             if (!kern) continue;
@@ -149,11 +156,10 @@ static void test_ik_conv_vs_naive(void) {
 /* Random shapes: a different mix on every table, same seed every run. */
 static void test_ik_conv_random(void) {
     static const int ks[] = {1, 3, 5};
-    for (int t = 0; t < 4 * IK_NTABLES; t++) { /* every table in the four modes above */
-        const InferKernels *kern = infer_kernels_get(ik_tables[t / 4]);
+    for (int t = 0; t < IK_NMODES * IK_NTABLES; t++) { /* every table in every mode */
+        const InferKernels *kern = infer_kernels_get(ik_tables[t / IK_NMODES]);
         if (!kern) continue;
-        conv_set_direct(t % 4 == 1 ? 2 : t % 4 == 3);
-        conv_set_winograd(t % 4 >= 2);
+        ik_set_mode(t % IK_NMODES);
         ik_seed = 777;
         for (int i = 0; i < 12; i++) {
             IkConv c;
