@@ -97,20 +97,38 @@ static void weight_transform(int m, const float *g, float *U) {
     }
 }
 
-/* U[xi][panel][ci][mr] for every (co, ci), from conv's panels: the 3x3 kernel of
- * (co, ci) is at wpack[((co/mr * cin + ci) * 9 + tap) * mr + co%mr] */
+/* Input channels per block: blocks of even size, at most kcw */
+static int kblock(int m, int cin) {
+    int kcw = blocks_of(m).kcw, nkb = (cin + kcw - 1) / kcw;
+    return (cin + nkb - 1) / nkb;
+}
+
+/* Where U's panel mp (mr output channels) starts for the input-channel block [ci0, ci0+kc) and
+ * GEMM xi: block by block, within a block GEMM by GEMM, within a GEMM panel by panel, each panel
+ * kc x mr. A task reads its panels for one block and every xi in this order: long runs that the
+ * hardware prefetcher follows. In a model the weights come from memory (each conv's once per
+ * inference): with panels cin floats apart, a 256-channel conv on a 20x20 map with cold caches
+ * took 1.78 ms (2 threads) and 3.0 ms (1 thread), against 1.67 and 2.0 in this order; gelan-c
+ * with 2 threads -2% at 320, -5% at 640. */
+static size_t u_offset(int aa, int mpanels, int mr, int ci0, int kc, int xi, int mp) {
+    return ((size_t)ci0 * aa * mpanels + ((size_t)xi * mpanels + mp) * kc) * mr;
+}
+
+/* U = G g G^T for every (co, ci), laid out as u_offset says, from conv's panels: the 3x3 kernel
+ * of (co, ci) is at wpack[((co/mr * cin + ci) * 9 + tap) * mr + co%mr] */
 float *winograd_pack(const InferKernels *kern, int m, int cin, int cout, const float *wpack) {
-    int mr = kern->mr, mpanels = (cout + mr - 1) / mr, aa = (m + 2) * (m + 2);
-    size_t per_xi = (size_t)mpanels * cin * mr;
-    float *u = calloc(aa * per_xi, sizeof(float));
+    int mr = kern->mr, mpanels = (cout + mr - 1) / mr, aa = (m + 2) * (m + 2), kcb = kblock(m, cin);
+    float *u = calloc((size_t)aa * mpanels * cin * mr, sizeof(float));
     if (!u) return NULL;
     for (int co = 0; co < cout; co++)
         for (int ci = 0; ci < cin; ci++) {
             const float *src = wpack + ((size_t)(co / mr) * cin + ci) * 9 * mr + co % mr;
+            int ci0 = ci / kcb * kcb, kc = cin - ci0 < kcb ? cin - ci0 : kcb;
             float g[9], U[36];
             for (int t = 0; t < 9; t++) g[t] = src[(size_t)t * mr];
             weight_transform(m, g, U);
-            for (int xi = 0; xi < aa; xi++) u[xi * per_xi + ((size_t)(co / mr) * cin + ci) * mr + co % mr] = U[xi];
+            for (int xi = 0; xi < aa; xi++)
+                u[u_offset(aa, mpanels, mr, ci0, kc, xi, co / mr) + (size_t)(ci - ci0) * mr + co % mr] = U[xi];
         }
     return u;
 }
@@ -300,19 +318,18 @@ static void wino_task(void *ctx, size_t task, size_t slot) {
     float *out = J->out->p + img * J->out->bstride;
     int kcw = blocks_of(J->m).kcw;
     float *vbuf = scratch, *mbuf = scratch + (size_t)aa * kcw * nb;
-    size_t per_xi = (size_t)L->mpanels * L->cin * mr;
-    int nkb = (L->cin + kcw - 1) / kcw, kcb = (L->cin + nkb - 1) / nkb;
+    int kcb = kblock(J->m, L->cin);
     for (int ci0 = 0; ci0 < L->cin; ci0 += kcb) {
         int kc = L->cin - ci0 < kcb ? L->cin - ci0 : kcb;
         input_transform(J, in, ci0, kc, t0, nt, vbuf);
         for (int xi = 0; xi < aa; xi++) {
-            const float *u = J->u + xi * per_xi;
+            const float *u = J->u + u_offset(aa, L->mpanels, mr, ci0, kc, xi, mp0);
             const float *v = vbuf + (size_t)xi * kc * nb;
             float *mx = mbuf + (size_t)xi * J->mbuf_xi;
             for (int mp = 0; mp < mpn; mp++)
                 for (int j = 0; j < nb; j += nr)
-                    K->gemm_micro(kc, u + ((size_t)(mp0 + mp) * L->cin + ci0) * mr, v + j, (size_t)nb,
-                                  mx + (size_t)mp * mr * nb + j, (size_t)nb, ci0 ? MICRO_ACC : 0, NULL, ACT_NONE, 0.f);
+                    K->gemm_micro(kc, u + (size_t)mp * kc * mr, v + j, (size_t)nb, mx + (size_t)mp * mr * nb + j,
+                                  (size_t)nb, ci0 ? MICRO_ACC : 0, NULL, ACT_NONE, 0.f);
         }
     }
     output_transform(J, mbuf, co0, mc, t0, nt, out);
