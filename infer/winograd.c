@@ -2,7 +2,7 @@
  * (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
  *
  * Each m x m output tile comes from an a x a input patch d (a = m + 2):
- * Y = A^T [U . V] A with U = G g G^T (per weight, done once at load) and
+ * Y = A^T [U . V] A with U = G g G^T (per weight, once, on the conv's first run) and
  * V = B^T d B; summed over input channels this becomes a*a independent GEMMs,
  * M_xi = U_xi (Cout x Cin) * V_xi (Cin x tiles). Multiplies per output and channel
  * pair: 9 for a direct conv, 16/4 = 4 for F(2x2), 36/16 = 2.25 for F(4x4). The
