@@ -181,6 +181,37 @@ static void test_ik_conv_random(void) {
     conv_set_direct(1);
 }
 
+/* One conv layer run on maps of several sizes, as a model is when its input size changes:
+ * conv_run picks F(2x2) on the small map, F(4x4) on the big one and the direct conv on
+ * the smallest, transforming the weights for each Winograd variant on its first use; every
+ * run matches the definition, also when a variant is used again. */
+static void test_ik_conv_map_sizes(void) {
+    conv_set_winograd(1);
+    conv_set_direct(1);
+    const int cin = 128, cout = 136, sizes[] = {20, 40, 8, 20, 40};
+    float *w = ik_randn((size_t)cout * cin * 9, 1.f / sqrtf(cin * 9.f)), *b = ik_randn((size_t)cout, 0.5f);
+    ConvLayer L;
+    CU_ASSERT_FATAL(conv_init(&L, infer_kernels(), cin, cout, 3, 1, 1, 1, 1, ACT_SILU, 0.f, w, b) == 0);
+    CU_ASSERT(L.winograd && !L.wino[0] && !L.wino[1]); /* nothing transformed at load */
+    float *scratch = malloc(sizeof(float) * conv_scratch_floats(&L) * pool_threads());
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        int h = sizes[i];
+        size_t xn = (size_t)cin * h * h, yn = (size_t)cout * h * h;
+        float *x = ik_randn(xn, 1.f), *got = malloc(sizeof(float) * yn), *want = malloc(sizeof(float) * yn);
+        conv_naive(x, 1, cin, h, h, w, b, cout, 3, 1, 1, 1, 1, ACT_SILU, 0.f, want);
+        Map in = {x, 1, cin, h, h, xn}, out = {got, 1, cout, h, h, yn};
+        conv_run(&L, &in, &out, scratch);
+        char what[64];
+        snprintf(what, sizeof what, "conv 128->136 on %dx%d, run %zu", h, h, i);
+        CU_ASSERT(ik_close(what, got, want, yn, 2e-5));
+        if (h == 20) CU_ASSERT(L.wino[0] != NULL); /* F(2x2) */
+        if (h == 40) CU_ASSERT(L.wino[1] != NULL); /* F(4x4) */
+        free(x), free(got), free(want);
+    }
+    conv_free(&L);
+    free(w), free(b), free(scratch);
+}
+
 /* The SIMD tables against the portable one on the same packed problem. */
 static void test_ik_simd_vs_c(void) {
     const InferKernels *ref = infer_kernels_get("c");
@@ -396,6 +427,7 @@ static const InferTestCase infer_kernels_cases[] = {
     {"conv of every table vs the definition (YOLOv9 shapes)", test_ik_conv_vs_naive},
     {"conv of every table vs the definition (random shapes)", test_ik_conv_random},
     {"SIMD conv vs portable conv", test_ik_simd_vs_c},
+    {"one conv on maps of several sizes (Winograd variants made on first use)", test_ik_conv_map_sizes},
     {"activations of every table vs scalar", test_ik_activations},
     {"exp of every table vs expf", test_ik_expv},
     {"depthwise stride-1 kernel of every table", test_ik_depthwise_s1},
