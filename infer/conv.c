@@ -497,9 +497,12 @@ static int direct_run(const ConvLayer *L, const Map *in, const Map *out, float *
     if (per_row * (1 + halo) + slack > per_slot) return 0;
     int rows = (int)((per_slot - slack) / per_row) - halo;
     if (rows > out->h) rows = out->h;
-    /* bands of at least two rows (each repeats halo rows of input), enough of them to balance */
+    /* bands of at least two rows (each repeats halo rows of input), enough of them to balance;
+     * on small maps only one per thread (channel chunks make the rest): a band of a few short
+     * rows fills its last NR tile poorly (20x20: 3 rows are 66 outputs in 96) */
     size_t per_band = (size_t)in->n * L->g;
-    int want = (int)((4 * (size_t)threads + per_band - 1) / per_band);
+    size_t per_thread = (long)out->h * out->w <= 20 * 20 ? 1 : 4;
+    int want = (int)((per_thread * threads + per_band - 1) / per_band);
     int balanced = (out->h + want - 1) / want;
     if (balanced < 2) balanced = 2;
     if (balanced < rows) rows = balanced;
