@@ -83,7 +83,7 @@ void conv_set_direct(int mode) { direct_mode = mode < 0 ? 0 : mode > 2 ? 2 : mod
 static int direct_enabled(void) {
     if (direct_mode < 0) {
         const char *env = getenv("GELAN_INFER_DIRECT");
-        direct_mode = !(env && !strcmp(env, "0"));
+        direct_mode = env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "2") ? 2 : 1;
     }
     return direct_mode;
 }

@@ -71,8 +71,9 @@ void conv_run(ConvLayer *L, const Map *in, const Map *out, float *scratch);
 void conv_set_winograd(int mode);
 
 /* Whether convs use the direct convolution (no im2col): 0 never, 1 where it
- * pays (the default; the environment variable GELAN_INFER_DIRECT=0 turns it
- * off), 2 wherever it applies (tests). Affects the convs initialised afterwards. */
+ * pays (the default), 2 wherever it applies (tests, comparisons); the environment
+ * variable GELAN_INFER_DIRECT=0, 1 or 2 sets the same. Affects the convs initialised
+ * afterwards. */
 void conv_set_direct(int mode);
 
 /* Winograd F(m x m,3x3), m = 2 or 4 (winograd.c), used by conv for 3x3 stride-1 convs:
