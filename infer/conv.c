@@ -35,8 +35,9 @@
  * conv, but its transforms cost more than that saves when the conv has few channels,
  * and on small maps its tiles (and the NR-wide GEMM panels of tiles) are mostly
  * padding: a 10x10 map has 9 F(4x4) tiles (bench/conv_algo_bench.c; docs/BENCHMARKS.md).
- * Every Winograd conv therefore keeps the direct packing too (when the direct
- * convolution is on), and conv_run picks per call. */
+ * Every conv therefore keeps its plain packing (for the direct convolution, as the
+ * fallback, and as the source of Winograd's weights, made on first use), and
+ * conv_run picks per call. */
 static int direct_beats_winograd(const ConvLayer *L, const Map *in) {
     long cc = (long)L->cin * L->cout, hw = (long)in->h * in->w;
     return cc <= 512 || (cc <= 1024 && hw <= 80 * 80) || (cc <= 2304 && hw <= 40 * 40) ||
