@@ -48,8 +48,8 @@ typedef struct {
     int kdim;      /* GEMM K = cin/g * k * k */
     int mpanels;   /* panels of kern->mr output channels per group */
     float *wpack;  /* [g][mpanels][kdim][mr] (zero-padded rows), [cout][k*k] when depthwise */
-    float *wino[2]; /* Winograd's transformed weights for F(2x2) and F(4x4), [(m+2)^2][mpanels][cin][mr],
-                     * made from wpack by the first conv_run that uses them (NULL until then) */
+    float *wino[2]; /* Winograd's transformed weights for F(2x2) and F(4x4) (layout: winograd.c's
+                     * u_offset), made from wpack by the first conv_run that uses them (NULL until then) */
     float *bias;   /* [g][mpanels*mr], zero-padded */
 } ConvLayer;
 

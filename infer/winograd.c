@@ -65,36 +65,24 @@ int winograd_applies(int cin, int cout, int k, int s, int d, int g) {
     return k == 3 && s == 1 && d == 1 && g == 1 && cin >= 16 && cout >= 16;
 }
 
-/* U = G g G^T, a x a, for one 3x3 kernel g */
+/* G x for one column x = (x0, x1, x2) of a 3x3 kernel: the a values out[0], out[stride], ... */
+static void g_apply(int m, float x0, float x1, float x2, float *out, int stride) {
+    if (m == 2) {
+        out[0] = x0, out[stride] = 0.5f * (x0 + x1 + x2), out[2 * stride] = 0.5f * (x0 - x1 + x2);
+        out[3 * stride] = x2;
+        return;
+    }
+    out[0] = x0 / 4, out[stride] = -(x0 + x1 + x2) / 6, out[2 * stride] = -(x0 - x1 + x2) / 6;
+    out[3 * stride] = x0 / 24 + x1 / 12 + x2 / 6, out[4 * stride] = x0 / 24 - x1 / 12 + x2 / 6;
+    out[5 * stride] = x2;
+}
+
+/* U = G g G^T, a x a (row-major), for one 3x3 kernel g (row-major) */
 static void weight_transform(int m, const float *g, float *U) {
     int a = m + 2;
-    float t[6][3];
-    for (int c = 0; c < 3; c++) { /* G g: column c of the kernel */
-        float g0 = g[c], g1 = g[3 + c], g2 = g[6 + c];
-        if (m == 2) {
-            t[0][c] = g0;
-            t[1][c] = 0.5f * (g0 + g1 + g2);
-            t[2][c] = 0.5f * (g0 - g1 + g2);
-            t[3][c] = g2;
-        } else {
-            t[0][c] = g0 / 4;
-            t[1][c] = -(g0 + g1 + g2) / 6;
-            t[2][c] = -(g0 - g1 + g2) / 6;
-            t[3][c] = g0 / 24 + g1 / 12 + g2 / 6;
-            t[4][c] = g0 / 24 - g1 / 12 + g2 / 6;
-            t[5][c] = g2;
-        }
-    }
-    for (int r = 0; r < a; r++) { /* (G g) G^T: the same combinations of each row */
-        float g0 = t[r][0], g1 = t[r][1], g2 = t[r][2];
-        float *u = U + r * a;
-        if (m == 2) {
-            u[0] = g0, u[1] = 0.5f * (g0 + g1 + g2), u[2] = 0.5f * (g0 - g1 + g2), u[3] = g2;
-        } else {
-            u[0] = g0 / 4, u[1] = -(g0 + g1 + g2) / 6, u[2] = -(g0 - g1 + g2) / 6;
-            u[3] = g0 / 24 + g1 / 12 + g2 / 6, u[4] = g0 / 24 - g1 / 12 + g2 / 6, u[5] = g2;
-        }
-    }
+    float t[6][3];                 /* G g */
+    for (int c = 0; c < 3; c++) g_apply(m, g[c], g[3 + c], g[6 + c], &t[0][c], 3);
+    for (int r = 0; r < a; r++) g_apply(m, t[r][0], t[r][1], t[r][2], U + r * a, 1); /* (G g) G^T */
 }
 
 /* Input channels per block: blocks of even size, at most kcw */
@@ -355,11 +343,12 @@ void winograd_run(const ConvLayer *L, int m, const float *u, const Map *in, cons
                  .scratch = scratch,
                  .per_slot = winograd_scratch_floats(L->kern, m)};
     J.nblocks = (J.tiles + nb - 1) / nb;
-    /* With several threads, chunks of half the output channels: each thread's M buffer
+    /* F(2x2) with several threads: chunks of half the output channels: each thread's M buffer
      * halves (two threads share the cache and memory system) and a map has twice the tasks
      * to balance. Measured against ONNX Runtime in alternating runs (docs/BENCHMARKS.md):
      * gelan-c at 640, 2 threads, 3% faster; with one thread the full chunk is faster (one
-     * input transform). Small maps (20x20, 10x10) have one or two blocks of tiles: split the
+     * input transform). F(4x4)'s 128 is the chunk for any thread count (64 repeated the input
+     * transform too often: +30%). Small maps (20x20, 10x10) have one or two blocks of tiles: split the
      * output channels finer so that every thread has work (two tasks per thread), in whole
      * panels. */
     int threads = pool_threads(), mr = L->kern->mr, mcw = threads > 1 && m == 2 ? bl.mcw / 2 : bl.mcw;
@@ -374,7 +363,7 @@ void winograd_run(const ConvLayer *L, int m, const float *u, const Map *in, cons
     J.mbuf_xi = (size_t)mcw * nb;
     J.mchunks = (L->cout + mcw - 1) / mcw;
     J.ntasks = (size_t)in->n * J.nblocks * J.mchunks;
-    size_t slots = (size_t)pool_threads() < J.ntasks ? (size_t)pool_threads() : J.ntasks;
+    size_t slots = (size_t)threads < J.ntasks ? (size_t)threads : J.ntasks;
     if (2.0 * in->n * L->cout * L->cin * 9 * out->h * out->w < SERIAL_FLOPS) slots = 1;
     parallel_tasks(J.ntasks, slots, wino_task, &J);
 }
